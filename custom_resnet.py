@@ -1,0 +1,105 @@
+"""The custom ResNet for CIFAR-10 (the "ResNet-9" of David Page's "How to train your ResNet").
+
+Imports torch only, so this file can be copied into coursework on its own.
+
+Layer table for a (N, 3, 32, 32) input, default width 64 (channel counts scale with `width`):
+
+    part     what it does                                              output
+    prep     Conv(3->64) >> BN >> ReLU                                 (N,  64, 32, 32)
+    layer1   X = Conv(64->128) >> MaxPool(2) >> BN >> ReLU             (N, 128, 16, 16)
+             R1 = res(X): (Conv >> BN >> ReLU) x 2; output X + R1      (N, 128, 16, 16)
+    layer2   Conv(128->256) >> MaxPool(2) >> BN >> ReLU                (N, 256,  8,  8)
+    layer3   X = Conv(256->512) >> MaxPool(2) >> BN >> ReLU            (N, 512,  4,  4)
+             R2 = res(X): (Conv >> BN >> ReLU) x 2; output X + R2      (N, 512,  4,  4)
+    pool     MaxPool(4), flatten                                       (N, 512)
+    fc       Linear(512 -> 10, no bias), times `logit_scale`           (N, 10)
+
+Every conv is 3x3, stride 1, padding 1, without bias (the BN that follows has one).
+Parameters: 6,573,120 (6,573,130 if the FC had a bias).
+
+Where is the SoftMax? `forward` returns the class scores *before* the softmax (logits).
+The loss (`F.cross_entropy`) applies log-softmax itself, which is numerically safer than
+log(softmax(x)); probabilities are `model(x).softmax(-1)`. Grad-CAM differentiates the
+class score before the softmax, as in the Grad-CAM paper (Selvaraju et al., 1610.02391).
+
+Parts are named, so a layer is picked by name: `model.layer3`, `model.layer1.res.conv2`,
+`dict(model.named_modules())["layer3"]`.
+"""
+import torch
+from torch import nn
+
+
+class ConvBN(nn.Sequential):
+    """Conv3x3 (no bias) >> [MaxPool2d(2)] >> BN >> ReLU.
+
+    The pool comes before the BN (as the specification and Page's network have it): the BN
+    and the ReLU then run on a quarter of the pixels.
+    """
+
+    def __init__(self, c_in: int, c_out: int, pool: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1, bias=False)
+        if pool:
+            self.pool = nn.MaxPool2d(2)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+
+
+class ResBlock(nn.Module):
+    """R(X) = (Conv >> BN >> ReLU >> Conv >> BN >> ReLU)(X). The caller adds X."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = ConvBN(channels, channels)
+        self.conv2 = ConvBN(channels, channels)
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x))
+
+
+class ResLayer(nn.Module):
+    """X = ConvBN(c_in -> c_out, pool); output X + ResBlock(X)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = ConvBN(c_in, c_out, pool=True)
+        self.res = ResBlock(c_out)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return x + self.res(x)
+
+
+class CustomResNet(nn.Module):
+    """The custom ResNet of the module docstring. `forward(x)` returns logits (N, num_classes).
+
+    width:       channels of the prep layer; the later layers have 2x, 4x and 8x it.
+                 64 is the specification; tests use 8 or 16 for speed.
+    logit_scale: the logits are multiplied by this constant (no parameter). Page's ResNet-9
+                 uses 0.125: it keeps the initial softmax close to uniform, so the first,
+                 high-LR steps do not saturate it (github.com/davidcpage/cifar10-fast).
+                 1.0 gives the plain FC.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 64, logit_scale: float = 0.125):
+        super().__init__()
+        w = width
+        self.prep = ConvBN(3, w)                        # (N, w, 32, 32)
+        self.layer1 = ResLayer(w, 2 * w)                # (N, 2w, 16, 16)
+        self.layer2 = ConvBN(2 * w, 4 * w, pool=True)   # (N, 4w, 8, 8)
+        self.layer3 = ResLayer(4 * w, 8 * w)            # (N, 8w, 4, 4)
+        self.pool = nn.MaxPool2d(4)                     # (N, 8w, 1, 1)
+        self.fc = nn.Linear(8 * w, num_classes, bias=False)
+        self.logit_scale = logit_scale
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(self.prep(x))))
+        x = self.pool(x).flatten(1)                     # (N, 8w)
+        return self.fc(x) * self.logit_scale            # logits: no softmax here (see above)
+
+
+if __name__ == "__main__":
+    model = CustomResNet()
+    print(model)
+    print(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
+    print("output:", tuple(model(torch.randn(2, 3, 32, 32)).shape))
