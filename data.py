@@ -1,0 +1,359 @@
+"""CIFAR-10 as tensors on the device, and augmentation of whole batches by index arithmetic.
+
+    data = load_cifar10("./data")                    # uint8 (N, 3, 32, 32), int64 labels
+    train = DeviceLoader(data.train_images, data.train_labels, 512, train=True, device="cuda")
+    for x, y in train: ...                           # x: (512, 3, 32, 32) normalised float32
+
+No DataLoader workers and no per-image Python: the whole set is loaded once (about 150 MB as
+uint8), and random crop, flip and Cutout are applied to a whole batch with one gather and one
+mask, as in airbench and Page's cifar10-fast.
+"""
+import hashlib
+import os
+import pickle
+import tarfile
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from utils import UsageError
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"   # the official archive's MD5
+CIFAR10_FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_FILES = ["test_batch"]
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+           "dog", "frog", "horse", "ship", "truck")
+# Per-channel statistics of the 50,000 training images, on the 0..1 scale.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CACHE_NAME = "cifar10_uint8.pt"
+
+
+class Cifar10(NamedTuple):
+    train_images: torch.Tensor   # uint8 (N, 3, 32, 32)
+    train_labels: torch.Tensor   # int64 (N,)
+    test_images: torch.Tensor    # uint8 (M, 3, 32, 32)
+    test_labels: torch.Tensor    # int64 (M,)
+    classes: tuple
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the python-format batch files, safely
+
+def _numpy_reconstruct():
+    # numpy 2 moved numpy.core to numpy._core; pickles name either, depending on who wrote them.
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray._reconstruct
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR batch holds: dicts, lists, strings, numbers, numpy arrays.
+
+    A pickle can name any importable function and call it while loading (`os.system`, ...).
+    The batch files come from a download or a folder of unknown origin, so every global is
+    refused except the few that rebuild a numpy array.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+        ("numpy", "ndarray"): lambda: np.ndarray,
+        ("numpy", "dtype"): lambda: np.dtype,
+        # Python 3 writes bytes as _codecs.encode(str, "latin1") in pickle protocols < 3.
+        ("_codecs", "encode"): lambda: __import__("codecs").encode,
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a CIFAR batch")
+        return self.ALLOWED[(module, name)]()
+
+
+def read_batch(path):
+    """Read one CIFAR-10 python batch file -> (uint8 images (N, 3, 32, 32), int64 labels (N,)).
+
+    Keys may be str or bytes (the original files were pickled by Python 2; read with latin1 they
+    come back as str, files written by Python 3 often use bytes). Everything is validated, and
+    any problem is a UsageError that names the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = _RestrictedUnpickler(f, encoding="latin1").load()
+    except FileNotFoundError:
+        raise
+    except Exception as e:   # truncated, corrupted, hostile: all mean "do not use this file"
+        raise UsageError(f"{path}: not a readable CIFAR-10 batch file ({type(e).__name__}: {e}). "
+                         "Delete it and download the data again.") from e
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: expected a dict in a CIFAR-10 batch file, found {type(raw).__name__}")
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    if "data" not in batch or "labels" not in batch:
+        raise UsageError(f"{path}: a CIFAR-10 batch needs the keys 'data' and 'labels'; "
+                         f"found {sorted(map(str, batch))}")
+    data, labels = batch["data"], batch["labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise UsageError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), found {desc}")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{path}: 'labels' must be a list of integers ({e})") from e
+    if labels.shape != (data.shape[0],):
+        raise UsageError(f"{path}: {data.shape[0]} images but labels of shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise UsageError(f"{path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}")
+    # Rows are 1024 red, 1024 green, 1024 blue values, each a 32x32 image in row-major order.
+    images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
+    return images, torch.from_numpy(labels)
+
+
+def _read_classes(folder):
+    path = os.path.join(folder, "batches.meta")
+    if not os.path.exists(path):
+        return CLASSES
+    try:
+        with open(path, "rb") as f:
+            meta = _RestrictedUnpickler(f, encoding="latin1").load()
+        names = meta.get("label_names", meta.get(b"label_names"))
+        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+        return names if len(names) == 10 else CLASSES
+    except Exception as e:
+        raise UsageError(f"{path}: not a readable CIFAR-10 meta file ({e}). "
+                         "Delete it and download the data again.") from e
+
+
+# ----------------------------------------------------------------------------------------------
+# Download
+
+def _md5(path, chunk=1 << 20):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_cifar10(root):
+    """Download and unpack the official archive into root; a file whose MD5 differs is deleted."""
+    from torchvision.datasets.utils import download_url   # import here: only a download needs it
+    archive = os.path.join(root, os.path.basename(CIFAR10_URL))
+    try:
+        if not os.path.exists(archive):
+            download_url(CIFAR10_URL, root)
+    except Exception as e:
+        if os.path.exists(archive):
+            os.remove(archive)
+        raise UsageError(
+            f"could not download CIFAR-10 from {CIFAR10_URL} into {root} ({type(e).__name__}: {e}). "
+            f"Without internet, copy the folder '{CIFAR10_FOLDER}' (from cifar-10-python.tar.gz) "
+            f"into {root}, or run offline with --synthetic.") from e
+    if _md5(archive) != CIFAR10_MD5:
+        os.remove(archive)
+        raise UsageError(f"{archive} did not have the official MD5 {CIFAR10_MD5} and was deleted; "
+                         "run again to download it afresh.")
+    with tarfile.open(archive, "r:gz") as tar:
+        wanted = [m for m in tar.getmembers()
+                  if m.isfile() and m.name.startswith(CIFAR10_FOLDER + "/")]
+        # filter="data" refuses links and paths that escape root (PEP 706), where Python has it.
+        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(root, members=wanted, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading, with a cache of decoded tensors
+
+def load_cifar10(root="./data", download=True, cache=True) -> Cifar10:
+    """CIFAR-10 from `root/cifar-10-batches-py` as uint8 tensors, downloading it if allowed.
+
+    The decoded tensors are cached in `root/cifar10_uint8.pt` (read back with weights_only=True,
+    so the cache can hold only tensors). Counts are not fixed: smaller files in the same format
+    load too. Raises UsageError with what to do when the data is missing or broken.
+    """
+    root = os.path.expanduser(str(root))
+    cache_path = os.path.join(root, CACHE_NAME)
+    if cache and os.path.exists(cache_path):
+        try:
+            d = torch.load(cache_path, map_location="cpu", weights_only=True)
+            return Cifar10(d["train_images"], d["train_labels"], d["test_images"], d["test_labels"],
+                           tuple(d["classes"]))
+        except Exception:
+            os.remove(cache_path)     # a broken cache is only a cache: rebuild it from the files
+    folder = os.path.join(root, CIFAR10_FOLDER)
+    paths = [os.path.join(folder, name) for name in TRAIN_FILES + TEST_FILES]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing and download:
+        os.makedirs(root, exist_ok=True)
+        download_cifar10(root)
+        missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise UsageError(
+            f"CIFAR-10 not found: {len(missing)} of the batch files are missing from {folder} "
+            f"(first: {os.path.basename(missing[0])}). Allow the download (download=True, the "
+            f"default) with internet access, or put the folder '{CIFAR10_FOLDER}' from "
+            f"cifar-10-python.tar.gz into {root}, or run offline with --synthetic.")
+    train = [read_batch(p) for p in paths[:len(TRAIN_FILES)]]
+    test = read_batch(paths[-1])
+    data = Cifar10(torch.cat([x for x, _ in train]), torch.cat([y for _, y in train]),
+                   test[0], test[1], _read_classes(folder))
+    if cache:
+        try:
+            tmp = cache_path + ".tmp"
+            torch.save({**data._asdict(), "classes": list(data.classes)}, tmp)
+            os.replace(tmp, cache_path)   # atomic: a half-written cache is never read
+        except OSError:
+            pass                          # a read-only data folder only costs the cache
+    return data
+
+
+def synthetic_cifar10(n_train=2560, n_test=1000, seed=0, noise=0.35) -> Cifar10:
+    """CIFAR-shaped uint8 data with learnable classes, for offline runs and tests.
+
+    Each class is a random smooth colour pattern (4x4 random values upsampled to 40x40). An image
+    is a 32x32 window of its class pattern at a random offset, blended with the pattern of another
+    random class (weight up to 0.6, so some images are genuinely ambiguous), with a random
+    brightness and per-pixel noise. A small CNN learns most of it in a couple of CPU epochs but
+    not all, so the curves, the misclassified gallery and Grad-CAM have something to show.
+    The same seed gives the same data.
+    """
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand(10, 3, 4, 4, generator=g)
+    templates = torch.nn.functional.interpolate(templates, size=40, mode="bicubic", align_corners=False)
+
+    def window(labels, dy, dx):                                    # (n,) each -> (n, 3, 32, 32)
+        rows = torch.arange(32)[None, :] + dy[:, None]             # (n, 32)
+        cols = torch.arange(32)[None, :] + dx[:, None]
+        return templates[labels[:, None, None, None], torch.arange(3)[None, :, None, None],
+                         rows[:, None, :, None], cols[:, None, None, :]]
+
+    def make(n):
+        labels = torch.randint(0, 10, (n,), generator=g)
+        other = (labels + torch.randint(1, 10, (n,), generator=g)) % 10   # always another class
+        w = 0.6 * torch.rand(n, 1, 1, 1, generator=g)
+        dy, dx, oy, ox = torch.randint(0, 9, (4, n), generator=g)
+        t = (1 - w) * window(labels, dy, dx) + w * window(other, oy, ox)
+        brightness = 0.7 + 0.6 * torch.rand(n, 1, 1, 1, generator=g)
+        x = t * brightness + noise * torch.randn(n, 3, 32, 32, generator=g)
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8), labels
+
+    train_x, train_y = make(n_train)
+    test_x, test_y = make(n_test)
+    return Cifar10(train_x, train_y, test_x, test_y, CLASSES)
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation of whole batches (pure functions of the random draws, so each is testable)
+
+def crop_flip_indices(dy, dx, flip, size=32, pad=4, pad_mode="reflect"):
+    """Source rows and columns for RandomCrop(size, padding=pad) >> FlipLR, without padding.
+
+    dy, dx: (B,) offsets of the crop in the padded image, in 0..2*pad; flip: (B,) bool.
+    Returns rows (B, size), cols (B, size) into the unpadded image and valid (B, size, size),
+    False where the crop reads padding. With pad_mode "reflect" the padding mirrors the border
+    without repeating it (numpy/torch "reflect"); with "zeros" invalid pixels become black.
+    """
+    i = torch.arange(size, device=dy.device)
+    rows = i[None, :] + dy[:, None] - pad                        # (B, size)
+    cols = torch.where(flip[:, None], size - 1 - i[None, :], i[None, :]) + dx[:, None] - pad
+    valid = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    if pad_mode == "reflect":
+        rows, cols = (_reflect(t, size) for t in (rows, cols))
+        valid = torch.ones_like(valid)
+    else:
+        rows, cols = rows.clamp(0, size - 1), cols.clamp(0, size - 1)
+    return rows, cols, valid
+
+
+def _reflect(index, size):
+    index = index.abs()                                          # -k -> k
+    return torch.where(index > size - 1, 2 * (size - 1) - index, index)
+
+
+def cutout_mask(cy, cx, size=32, length=8):
+    """(B, size, size) bool, True inside a length x length square centred at (cy, cx).
+
+    The centre may lie anywhere in the image, so the square is clipped at the borders, as in
+    DeVries & Taylor, "Improved Regularization of CNNs with Cutout" (1708.04552).
+    """
+    i = torch.arange(size, device=cy.device)
+    in_y = (i[None, :] >= cy[:, None] - length // 2) & (i[None, :] < cy[:, None] + length - length // 2)
+    in_x = (i[None, :] >= cx[:, None] - length // 2) & (i[None, :] < cx[:, None] + length - length // 2)
+    return in_y[:, :, None] & in_x[:, None, :]
+
+
+class DeviceLoader:
+    """Batches of a dataset held on the device, augmented there.
+
+    images: uint8 (N, 3, 32, 32); labels: int64 (N,). Yields (x, y): x float32 (B, 3, 32, 32),
+    normalised with the CIFAR-10 mean and std, in channels_last memory; y int64 (B,).
+
+    train=True: each pass reshuffles and applies RandomCrop 32 after padding 4 >> FlipLR >>
+    Cutout 8x8, drawn per image; the last incomplete batch is dropped (as in Page's loader: every
+    step then has the full batch for BatchNorm). train=False: fixed order, no augmentation,
+    every image once. The draws of pass e are a function of (seed, e) only, so a run can be
+    resumed at any epoch with the same data order (`loader.epoch` counts passes).
+    """
+
+    def __init__(self, images, labels, batch_size, *, train, device, seed=0,
+                 pad_mode="reflect", cutout=8, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+        if batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, got {batch_size}")
+        if pad_mode not in ("reflect", "zeros"):
+            raise UsageError(f"pad_mode must be 'reflect' or 'zeros', got {pad_mode!r}")
+        if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(labels):
+            raise UsageError(f"images must be uint8 (N, 3, H, W) with one label each; got "
+                             f"{images.dtype} {tuple(images.shape)} and {len(labels)} labels")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)                       # stays uint8: 4x less memory
+        self.labels = labels.to(self.device)
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.pad_mode, self.cutout = pad_mode, cutout
+        # x_norm = (x/255 - mean)/std = x * scale + shift, one fused multiply-add per element.
+        std_t = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self.scale = 1 / (255 * std_t)
+        self.shift = -torch.tensor(mean, device=self.device).view(1, 3, 1, 1) / std_t
+        self.epoch = 0
+        if train and len(self) == 0:
+            raise UsageError(f"{len(images)} training images make no full batch of {batch_size}: "
+                             "use a smaller --batch-size or more data")
+
+    def __len__(self):
+        n = len(self.images)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def normalize(self, x_uint8):
+        return x_uint8.float() * self.scale + self.shift
+
+    def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        if not self.train:
+            for start in range(0, len(self.images), self.batch_size):
+                x = self.normalize(self.images[start:start + self.batch_size])
+                yield x.contiguous(memory_format=torch.channels_last), self.labels[start:start + self.batch_size]
+            return
+        yield from self._train_batches(epoch)
+
+    def _train_batches(self, epoch):
+        # All the draws of one pass at once: one permutation and a few (N,) tensors.
+        g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch)
+        n, dev = len(self.images), self.device
+        order = torch.randperm(n, generator=g, device=dev)
+        dy, dx = torch.randint(0, 9, (2, n), generator=g, device=dev)
+        flip = torch.rand(n, generator=g, device=dev) < 0.5
+        cy, cx = torch.randint(0, 32, (2, n), generator=g, device=dev)
+        channel = torch.arange(3, device=dev)[None, :, None, None]
+        for b in range(len(self)):
+            sel = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = order[sel]
+            rows, cols, valid = crop_flip_indices(dy[sel], dx[sel], flip[sel], pad_mode=self.pad_mode)
+            # One gather does crop and flip: (B,1,1,1), (1,3,1,1), (B,1,32,1), (B,1,1,32) -> (B,3,32,32)
+            x = self.images[idx[:, None, None, None], channel, rows[:, None, :, None], cols[:, None, None, :]]
+            if self.pad_mode == "zeros":
+                x = x * valid[:, None]                              # black padding, as torchvision's
+            x = self.normalize(x)
+            if self.cutout:
+                # Cutout zeroes the normalised image (the mean colour), as DeVries & Taylor do.
+                x = x.masked_fill(cutout_mask(cy[sel], cx[sel], length=self.cutout)[:, None], 0.0)
+            yield x.contiguous(memory_format=torch.channels_last), self.labels[idx]

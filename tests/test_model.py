@@ -1,0 +1,98 @@
+"""The network of SPEC section 1: parameter count, shapes, names, and the order of operations."""
+import torch
+from torch import nn
+
+from custom_resnet import CustomResNet, ConvBN
+
+
+def test_parameter_count_is_the_specifications():
+    model = CustomResNet()
+    assert sum(p.numel() for p in model.parameters()) == 6_573_120
+    assert model.fc.bias is None
+    with_bias = 6_573_120 + model.fc.out_features
+    assert with_bias == 6_573_130
+
+
+def test_output_is_logits_of_shape_n_by_10():
+    model = CustomResNet(width=8).eval()
+    logits = model(torch.randn(3, 3, 32, 32))
+    assert logits.shape == (3, 10)
+    # Logits, not probabilities: rows need not sum to 1, and softmax of them does.
+    assert not torch.allclose(logits.sum(-1), torch.ones(3))
+    assert torch.allclose(logits.softmax(-1).sum(-1), torch.ones(3))
+
+
+def test_every_conv_is_3x3_stride1_pad1_without_bias_and_parts_are_named():
+    model = CustomResNet()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 8
+    for c in convs:
+        assert c.kernel_size == (3, 3) and c.stride == (1, 1) and c.padding == (1, 1) and c.bias is None
+    names = dict(model.named_modules())
+    for name in ["prep", "layer1", "layer1.conv", "layer1.res", "layer2", "layer3", "layer3.res", "pool", "fc"]:
+        assert name in names, name
+    widths = [names[n].conv.out_channels for n in ["prep", "layer1.conv", "layer2", "layer3.conv"]]
+    assert widths == [64, 128, 256, 512]
+    assert names["pool"].kernel_size == 4
+
+
+def test_shapes_after_each_named_part():
+    model = CustomResNet(width=8).eval()
+    shapes = {}
+    for name in ["prep", "layer1", "layer2", "layer3", "pool"]:
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)))
+    model(torch.randn(2, 3, 32, 32))
+    assert shapes == {"prep": (2, 8, 32, 32), "layer1": (2, 16, 16, 16), "layer2": (2, 32, 8, 8),
+                      "layer3": (2, 64, 4, 4), "pool": (2, 64, 1, 1)}
+
+
+def test_pool_comes_before_bn_before_relu_in_layers_1_to_3():
+    model = CustomResNet(width=4)
+    for name in ["layer1.conv", "layer2", "layer3.conv"]:
+        block = model.get_submodule(name)
+        assert isinstance(block, ConvBN)
+        kinds = [type(m) for m in block.children()]
+        assert kinds == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU], name
+    # And the forward order really is conv -> pool -> bn -> relu: record it with hooks.
+    order = []
+    block = model.layer2
+    for child in block.children():
+        child.register_forward_hook(lambda m, i, o: order.append(type(m).__name__))
+    model(torch.randn(2, 3, 32, 32))
+    assert order == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+
+
+def test_residual_layers_add_the_block_to_its_input():
+    model = CustomResNet(width=4).eval()
+    x = torch.randn(2, 8, 16, 16)   # input of layer1.res after layer1.conv would be (2, 8, 16, 16)
+    layer = model.layer1
+    h = layer.conv(torch.randn(2, 4, 32, 32))
+    expected = h + layer.res(h)
+    assert torch.allclose(layer.res.conv2(layer.res.conv1(h)), layer.res(h))
+    # ResLayer.forward = conv, then X + res(X)
+    inp = torch.randn(2, 4, 32, 32)
+    h = layer.conv(inp)
+    assert torch.allclose(layer(inp), h + layer.res(h))
+    assert x.shape == expected.shape
+
+
+def test_logit_scale_multiplies_the_fc_output():
+    torch.manual_seed(0)
+    a = CustomResNet(width=4).eval()
+    b = CustomResNet(width=4, logit_scale=1.0).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(a(x), 0.125 * b(x), atol=1e-6)
+
+
+def test_custom_resnet_imports_only_torch():
+    import subprocess
+    import sys
+    # Whatever `import torch` itself loads is fine; custom_resnet must add nothing else.
+    code = ("import sys, torch; before = set(sys.modules); import custom_resnet; "
+            "new = {m.split('.')[0] for m in set(sys.modules) - before} - {'custom_resnet'}; "
+            "assert not new, new")
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)

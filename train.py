@@ -1,0 +1,567 @@
+"""Train the custom ResNet on CIFAR-10: LR range test, one-cycle SGD, evaluation on the 10,000
+test images, plots, a metrics file, checkpoints.
+
+    python train.py                          # the full recipe (downloads CIFAR-10 to ./data)
+    python train.py --synthetic --epochs 2   # offline, about a minute on a laptop CPU
+    python train.py --help                   # every flag
+
+    import train; results = train.main(epochs=24)   # from Python or a notebook
+
+Everything a run measures goes to `<out_dir>/metrics.json` and is returned by `main()`.
+"""
+import argparse
+import copy
+import dataclasses
+import difflib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import data as cifar
+import lr_finder
+import utils
+from custom_resnet import CustomResNet
+from utils import UsageError
+
+
+def opt(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+# ==============================================================================================
+# Hyperparameters: each is a keyword of main() and a flag (lr_max -> --lr-max). Defaults are the
+# recipe of SPEC.md: 24 epochs at batch 512, one-cycle LR peaking at the end of epoch 5,
+# SGD with Nesterov momentum, LRMIN and LRMAX found by an LR range test.
+
+@dataclass
+class Config:
+    # --- I/O
+    data_dir: str = opt("./data", "folder with cifar-10-batches-py (downloaded there if missing)")
+    out_dir: str = opt("./out", "where metrics.json, model.pt, checkpoint.pt and the plots go")
+    download: bool = opt(True, "download CIFAR-10 when it is missing (--no-download forbids it)")
+    synthetic: bool = opt(False, "use offline synthetic data of CIFAR-10's shape instead of CIFAR-10")
+    synthetic_train: int = opt(2560, "number of synthetic training images (with --synthetic)")
+    synthetic_test: int = opt(1000, "number of synthetic test images (with --synthetic)")
+    subset: int = opt(0, "keep only the first N training and the first N test images; 0 = all")
+    resume: str = opt("", "path of a checkpoint.pt to continue from, exactly where it stopped")
+    # --- schedule (one cycle, per step; SPEC.md section 2)
+    epochs: int = opt(24, "training epochs; at least peak_epoch")
+    peak_epoch: float = opt(5, "the LR rises linearly to LRMAX at the end of this epoch, then falls")
+    batch_size: int = opt(512, "training images per step (the last incomplete batch is dropped)")
+    lr_min: Optional[float] = opt(None, "LRMIN, start and end of the cycle; None = found (LRMAX / lr_min_factor)")
+    lr_max: Optional[float] = opt(None, "LRMAX, the peak LR; None = found by the LR range test")
+    # --- LR range test (lr_finder.py); runs only when lr_max and lr_min are both None
+    lr_test_iters: int = opt(0, "steps of the range test; 0 = auto: one epoch's steps, clamped to 20..100")
+    lr_test_start: float = opt(1e-3, "first LR of the range test")
+    lr_test_end: float = opt(10.0, "last LR of the range test (grows exponentially from the first)")
+    lr_backoff: float = opt(10.0, "LRMAX = the LR at the smoothed-loss minimum / lr_backoff")
+    lr_min_factor: float = opt(10.0, "LRMIN = LRMAX / lr_min_factor (Smith: 10-20 for one cycle)")
+    # --- optimizer: SGD, mean cross-entropy loss
+    momentum: float = opt(0.9, "SGD momentum")
+    nesterov: bool = opt(True, "Nesterov momentum (--no-nesterov for heavy-ball)")
+    weight_decay: float = opt(5e-4, "L2 weight decay on every parameter, as in Page's ResNet-9")
+    label_smoothing: float = opt(0.0, "label smoothing of the loss, 0 = none (Page's final version uses 0.2)")
+    # --- augmentation (training only): RandomCrop(32, padding=4) >> FlipLR >> Cutout
+    pad_mode: str = opt("reflect", "padding of the random crop: reflect (Page, airbench) or zeros (torchvision)")
+    cutout: int = opt(8, "side of the Cutout square in pixels; 0 = no Cutout")
+    # --- model
+    width: int = opt(64, "channels of the prep layer (64 = the specification; small for quick tests)")
+    # --- runtime
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps")
+    precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (auto: bf16 where supported, fp16 on older GPUs)")
+    compile: bool = opt(False, "torch.compile the model (compile time is reported separately)")
+    seed: int = opt(0, "seed of the weights and the data order; CPU fp32 runs are bit-reproducible")
+    eval_batch_size: int = opt(1000, "test images per evaluation batch")
+    log_every: int = opt(10, "read the running loss/accuracy from the device every N steps")
+    plots: bool = opt(True, "save the plots at the end of the run (--no-plots skips them)")
+    progress: bool = opt(True, "show a progress bar per epoch (--no-progress for plain logs)")
+
+
+# Settings that a resumed run may change; every other one must match the checkpoint's.
+RESUME_FREE = {"data_dir", "out_dir", "download", "resume", "device", "precision", "compile",
+               "eval_batch_size", "log_every", "plots", "progress"}
+CHECKPOINT_FORMAT = "custom-resnet-cifar10 checkpoint v1"
+
+
+class Interrupted(UsageError):
+    exit_code = 130      # the shell's convention for "stopped by SIGINT"
+
+
+class Diverged(UsageError):
+    exit_code = 3
+
+
+def make_config(overrides) -> Config:
+    """Config from keyword overrides; unknown keys and bad values raise UsageError."""
+    names = [f.name for f in dataclasses.fields(Config)]
+    unknown = [k for k in overrides if k not in names]
+    if unknown:
+        hints = [f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, names, 1)) else ""
+                 for k in unknown]
+        raise UsageError("unknown setting " + ", ".join(f"{k!r}{h}" for k, h in zip(unknown, hints))
+                         + ". Valid settings: " + ", ".join(names))
+    cfg = Config(**overrides)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config):
+    def need(ok, msg):
+        if not ok:
+            raise UsageError(msg)
+    need(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}")
+    need(cfg.eval_batch_size >= 1, f"eval_batch_size must be at least 1, got {cfg.eval_batch_size}")
+    need(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
+    need(cfg.peak_epoch > 0, f"peak_epoch must be positive, got {cfg.peak_epoch}")
+    need(cfg.epochs >= cfg.peak_epoch,
+         f"epochs ({cfg.epochs}) is smaller than peak_epoch ({cfg.peak_epoch}): the LR would never "
+         "come down. Raise --epochs or lower --peak-epoch.")
+    for name in ("lr_min", "lr_max"):
+        v = getattr(cfg, name)
+        need(v is None or (math.isfinite(v) and v > 0), f"{name} must be a positive number, got {v}")
+    need(cfg.lr_min is None or cfg.lr_max is None or cfg.lr_min <= cfg.lr_max,
+         f"lr_min ({cfg.lr_min}) is greater than lr_max ({cfg.lr_max}): LRMIN is the bottom of the cycle")
+    need(0 < cfg.lr_test_start < cfg.lr_test_end,
+         f"the range test needs 0 < lr_test_start < lr_test_end, got {cfg.lr_test_start}, {cfg.lr_test_end}")
+    need(cfg.lr_test_iters == 0 or cfg.lr_test_iters >= 2, "lr_test_iters must be 0 (auto) or at least 2")
+    need(cfg.lr_min_factor >= 1 and cfg.lr_backoff >= 1, "lr_min_factor and lr_backoff must be at least 1")
+    need(cfg.pad_mode in ("reflect", "zeros"), f"pad_mode must be reflect or zeros, got {cfg.pad_mode!r}")
+    need(0 <= cfg.cutout <= 32, f"cutout must be between 0 and 32 pixels, got {cfg.cutout}")
+    need(cfg.width >= 1, f"width must be at least 1, got {cfg.width}")
+    need(cfg.subset >= 0, f"subset must be 0 (all) or positive, got {cfg.subset}")
+    need(cfg.synthetic_train >= 1 and cfg.synthetic_test >= 1, "synthetic sizes must be positive")
+    need(0 <= cfg.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {cfg.label_smoothing}")
+    need(cfg.log_every >= 1, f"log_every must be at least 1, got {cfg.log_every}")
+
+
+# ==============================================================================================
+# The one-cycle schedule: a pure function of the step
+
+def one_cycle_lr(step, total_steps, peak_step, lr_min, lr_max):
+    """LR for optimizer step `step` (0-based) of `total_steps`.
+
+    Linear from lr_min at step 0 up to lr_max at `peak_step`, then linear down to lr_min at the
+    last step (total_steps - 1); never below lr_min ("no annihilation"). With
+    peak_step = peak_epoch * steps_per_epoch - 1 this equals torch's
+    OneCycleLR(max_lr=lr_max, total_steps=total_steps, pct_start=peak_epoch / epochs,
+    anneal_strategy="linear", div_factor=lr_max / lr_min, final_div_factor=1, three_phase=False)
+    at every step it is used for: the knots are those of Page's PiecewiseLinear([0, 5, 24]).
+    """
+    if step <= peak_step:
+        return lr_max if peak_step <= 0 else lr_min + (lr_max - lr_min) * step / peak_step
+    down = total_steps - 1 - peak_step
+    if down <= 0:
+        return lr_max
+    return max(lr_min, lr_max + (lr_min - lr_max) * (step - peak_step) / down)
+
+
+# ==============================================================================================
+# Data and model
+
+def load_data(cfg: Config) -> cifar.Cifar10:
+    if cfg.synthetic:
+        d = cifar.synthetic_cifar10(cfg.synthetic_train, cfg.synthetic_test, seed=cfg.seed)
+    else:
+        d = cifar.load_cifar10(cfg.data_dir, download=cfg.download)
+    if cfg.subset:
+        n = cfg.subset
+        d = cifar.Cifar10(d.train_images[:n], d.train_labels[:n], d.test_images[:n], d.test_labels[:n], d.classes)
+    return d
+
+
+def build(cfg: Config, rt: utils.Runtime):
+    torch.manual_seed(cfg.seed)
+    model = CustomResNet(num_classes=10, width=cfg.width)
+    # channels_last (NHWC): the layout the tensor cores and oneDNN convolutions run natively.
+    model = model.to(rt.device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr_min or 0.0, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    return model, optimizer, rt.grad_scaler()
+
+
+# ==============================================================================================
+# LRMIN and LRMAX: given, or found by the LR range test
+
+def find_lrs(cfg, model, optimizer, scaler, rt, data, loss_fn, log):
+    """-> (lr_min, lr_max, how, range_test_result or None). The model and optimizer are left
+    exactly as they were (the range test restores them)."""
+    if cfg.lr_min is not None and cfg.lr_max is not None:
+        return cfg.lr_min, cfg.lr_max, "given", None
+    if cfg.lr_max is not None:
+        return cfg.lr_max / cfg.lr_min_factor, cfg.lr_max, f"lr_max given, lr_min = lr_max / {cfg.lr_min_factor:g}", None
+    if cfg.lr_min is not None:
+        return cfg.lr_min, cfg.lr_min * cfg.lr_min_factor, f"lr_min given, lr_max = lr_min * {cfg.lr_min_factor:g}", None
+    # Its own loader (seed + 1): the training data order does not depend on whether a test ran.
+    loader = cifar.DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, train=True,
+                                device=rt.device, seed=cfg.seed + 1, pad_mode=cfg.pad_mode, cutout=cfg.cutout)
+    iters = cfg.lr_test_iters or min(100, max(20, len(loader)))
+    log(f"LR range test: {iters} steps, LR {cfg.lr_test_start:g} -> {cfg.lr_test_end:g} "
+        f"(costs about {iters / len(loader):.1f} epochs of training)")
+    result = lr_finder.lr_range_test(
+        model, optimizer, loss_fn, loader, start_lr=cfg.lr_test_start, end_lr=cfg.lr_test_end,
+        num_iter=iters, smooth=min(0.3, 5 / iters), backoff=cfg.lr_backoff,
+        min_factor=cfg.lr_min_factor, autocast=rt.autocast, scaler=scaler)
+    log(f"LR range test: {len(result.lrs)} steps ({result.stop_reason}); "
+        f"LRMAX = {result.lr_max:.4g}, LRMIN = {result.lr_min:.4g}. Rule: {result.rule}"
+        + (f" Note: {result.note}" if result.note else ""))
+    return result.lr_min, result.lr_max, "range test", result
+
+
+# ==============================================================================================
+# Training and evaluation
+
+def train_one_epoch(model, loader, optimizer, scaler, rt, loss_fn, lr_at, first_step, *,
+                    log_every=10, desc="", progress=True):
+    """One pass over `loader`, the LR set before every step from lr_at(step).
+
+    Loss and accuracy are summed on the device and read every `log_every` steps, so the host
+    waits for the device only there. Raises FloatingPointError(step) at the first read after a
+    non-finite loss. Returns (mean loss, accuracy %).
+    """
+    from tqdm import tqdm
+    model.train()
+    loss_sum = torch.zeros((), device=rt.device)
+    correct = torch.zeros((), device=rt.device, dtype=torch.long)
+    first_bad = torch.full((), -1, device=rt.device, dtype=torch.long)
+    seen, n = 0, len(loader)
+    bar = tqdm(total=n, desc=desc, disable=not progress, dynamic_ncols=True, leave=True)
+    for i, (x, y) in enumerate(loader):
+        step = first_step + i
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        with rt.autocast():
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss = loss.detach().float()
+        loss_sum += loss * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+        seen += len(y)
+        bar.update(1)
+        if (i + 1) % log_every == 0 or i + 1 == n:
+            if first_bad.item() >= 0:                        # the one host-device sync point
+                bar.close()
+                raise FloatingPointError(int(first_bad))
+            bar.set_postfix_str(f"loss={loss_sum.item() / seen:.4f} batch_id={i} "
+                                f"acc={100 * correct.item() / seen:.2f}%", refresh=False)
+    bar.close()
+    return loss_sum.item() / seen, 100 * correct.item() / seen
+
+
+@torch.inference_mode()
+def evaluate(model, loader, rt):
+    """Mean loss, correct count, and per-image predictions and confidences on `loader`."""
+    model.eval()
+    loss_sum = torch.zeros((), device=rt.device)
+    preds, confs = [], []
+    for x, y in loader:
+        with rt.autocast():
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        prob, pred = logits.softmax(-1).max(-1)
+        preds.append(pred)
+        confs.append(prob)
+    preds, confs = torch.cat(preds), torch.cat(confs)
+    correct = int((preds == loader.labels).sum())
+    return {"loss": loss_sum.item() / len(preds), "correct": correct, "n": len(preds),
+            "preds": preds, "confidences": confs}
+
+
+# ==============================================================================================
+# Checkpoints
+
+def save_checkpoint(path, model, optimizer, scaler, loader, cfg, state):
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "loader_epoch": loader.epoch,
+        "config": dataclasses.asdict(cfg),
+        **state,     # epoch, step, history, lr_min, lr_max, lr_source, lr_range_test
+    }
+    utils.atomic_torch_save(payload, path)
+
+
+def read_checkpoint(path) -> dict:
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume {path}: no such file. Give the checkpoint.pt of an earlier run.")
+    try:
+        # weights_only=True: tensors and plain containers only; nothing in the file can run code.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UsageError(f"--resume {path}: not a readable checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]}).") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"--resume {path}: not a checkpoint of this trainer (expected a "
+                         f"checkpoint.pt written by train.py). To load bare weights, use model.pt.")
+    return ckpt
+
+
+def resume_config(ckpt, overrides, path) -> Config:
+    """The checkpoint's config, with the overrides a resumed run may change."""
+    saved = ckpt["config"]
+    clash = {k: v for k, v in overrides.items()
+             if k not in RESUME_FREE and k in saved and saved[k] != v}
+    if clash:
+        k, v = next(iter(clash.items()))
+        raise UsageError(f"--resume {path}: the checkpoint was made with {k}={saved[k]!r}, but this run "
+                         f"asks for {k}={v!r}. A resumed run keeps the checkpoint's settings: drop "
+                         f"--{k.replace('_', '-')}, or start a new run without --resume.")
+    merged = {**saved, **{k: v for k, v in overrides.items() if k in RESUME_FREE}}
+    if "out_dir" not in overrides:
+        merged["out_dir"] = os.path.dirname(os.path.abspath(path))
+    return make_config(merged)
+
+
+def restore(ckpt, model, optimizer, scaler, loader, path):
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UsageError(f"--resume {path}: the weights do not fit CustomResNet(width="
+                         f"{ckpt['config'].get('width')}) ({str(e).splitlines()[0][:200]}).") from None
+    if scaler.is_enabled() and ckpt["scaler"]:
+        scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if torch.cuda.is_available() and len(ckpt["rng"]["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    loader.epoch = ckpt["loader_epoch"]
+
+
+# ==============================================================================================
+# main
+
+def main(**overrides) -> dict:
+    """Run the recipe; returns the run's record (also written to <out_dir>/metrics.json).
+
+    Keywords are the fields of Config (see `python train.py --help`). Mistakes raise UsageError.
+    """
+    t_start = time.perf_counter()
+    ckpt = None
+    if overrides.get("resume"):
+        ckpt = read_checkpoint(overrides["resume"])
+        cfg = resume_config(ckpt, overrides, overrides["resume"])
+    else:
+        cfg = make_config(overrides)
+    utils.ensure_writable_dir(cfg.out_dir)
+    log = print
+    rt = utils.pick_runtime(cfg.device, cfg.precision)
+    data = load_data(cfg)
+    train_loader = cifar.DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, train=True,
+                                      device=rt.device, seed=cfg.seed, pad_mode=cfg.pad_mode, cutout=cfg.cutout)
+    test_loader = cifar.DeviceLoader(data.test_images, data.test_labels, cfg.eval_batch_size,
+                                     train=False, device=rt.device)
+    model, optimizer, scaler = build(cfg, rt)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    log(f"device {rt.device} ({rt.describe().get('gpu', rt.describe()['cpu'])}), precision {rt.precision}; "
+        f"{len(data.train_labels):,} training and {len(data.test_labels):,} test images"
+        + (" (synthetic)" if cfg.synthetic else ""))
+
+    record = {"status": "running", "config": dataclasses.asdict(cfg), "runtime": rt.describe(),
+              "data": {"source": "synthetic" if cfg.synthetic else "cifar10",
+                       "train_images": len(data.train_labels), "test_images": len(data.test_labels)},
+              "history": [], "timings": {}}
+    paths = {k: os.path.join(cfg.out_dir, k) for k in ("metrics.json", "checkpoint.pt", "model.pt")}
+    try:
+        if ckpt is not None:
+            restore(ckpt, model, optimizer, scaler, train_loader, cfg.resume)
+            state = {k: ckpt[k] for k in ("epoch", "step", "history", "lr_min", "lr_max", "lr_source", "lr_range_test")}
+            log(f"resumed from {cfg.resume} after epoch {state['epoch']}")
+        else:
+            t = time.perf_counter()
+            lr_min, lr_max, how, result = find_lrs(cfg, model, optimizer, scaler, rt, data, loss_fn, log)
+            record["timings"]["lr_test_seconds"] = time.perf_counter() - t
+            if result is not None and cfg.plots:
+                lr_finder.plot_range_test(result, os.path.join(cfg.out_dir, "lr_range_test.png"))
+            state = {"epoch": 0, "step": 0, "history": [], "lr_min": lr_min, "lr_max": lr_max,
+                     "lr_source": how, "lr_range_test": result.to_dict() if result else None}
+        record.update({k: state[k] for k in ("lr_min", "lr_max", "lr_source", "lr_range_test")})
+        record["history"] = state["history"]
+        fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record, paths, log)
+    except KeyboardInterrupt:
+        record["status"] = "interrupted"
+        utils.atomic_write_json(record, paths["metrics.json"])
+        done = record["history"][-1]["epoch"] if record["history"] else 0
+        where = (f"the last complete checkpoint (epoch {done}) is {paths['checkpoint.pt']}; continue with: "
+                 f"python train.py --resume {paths['checkpoint.pt']}") if done else "no epoch had finished; start again"
+        raise Interrupted(f"interrupted; {where}") from None
+    except torch.cuda.OutOfMemoryError:
+        raise UsageError(f"out of memory on {rt.device} at batch size {cfg.batch_size}: try a smaller "
+                         f"--batch-size (e.g. {max(1, cfg.batch_size // 2)}) or --eval-batch-size") from None
+
+    record["timings"]["total_seconds"] = time.perf_counter() - t_start
+    final = record["history"][-1]
+    record.update(status="complete", test_accuracy=final["test_acc"], test_correct=final["test_correct"])
+    utils.atomic_torch_save(model.state_dict(), paths["model.pt"])
+    if cfg.plots:
+        make_report(cfg, rt, model, test_loader, data, record, log)
+    else:
+        add_class_accuracy(record, data, evaluate(model, test_loader, rt)["preds"])
+    utils.atomic_write_json(record, paths["metrics.json"])
+    log(f"test accuracy {record['test_accuracy']:.2f}% ({record['test_correct']}/{final['test_n']}); "
+        f"LRMIN {record['lr_min']:.4g}, LRMAX {record['lr_max']:.4g}; outputs in {cfg.out_dir}")
+    return record
+
+
+def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record, paths, log):
+    """The epoch loop: train, evaluate, checkpoint and metrics after every epoch."""
+    steps_per_epoch = len(train_loader)
+    total = cfg.epochs * steps_per_epoch
+    peak = cfg.peak_epoch * steps_per_epoch - 1
+    lr_at = lambda s: one_cycle_lr(s, total, peak, state["lr_min"], state["lr_max"])  # noqa: E731
+    record.update(steps_per_epoch=steps_per_epoch, total_steps=total,
+                  lr_schedule=[lr_at(s) for s in range(total)])
+    train_model, record["timings"]["compile_seconds"] = maybe_compile(cfg, model, optimizer, scaler, rt,
+                                                                      loss_fn, train_loader, test_loader)
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        timer = rt.timer().start()
+        try:
+            train_loss, train_acc = train_one_epoch(
+                train_model, train_loader, optimizer, scaler, rt, loss_fn, lr_at, state["step"],
+                log_every=cfg.log_every, desc=f"Epoch {epoch}/{cfg.epochs}", progress=cfg.progress)
+        except FloatingPointError as e:
+            step = int(str(e))
+            record["status"] = "diverged"
+            utils.atomic_write_json(record, paths["metrics.json"])
+            kept = f"the last good checkpoint is {paths['checkpoint.pt']}" if state["epoch"] else "no checkpoint was written"
+            raise Diverged(f"the training loss became non-finite in epoch {epoch}, at step {step} "
+                           f"(LR {lr_at(step):.4g}); training stopped and {kept}. "
+                           "Lower --lr-max (or --lr-min), or check the data.") from None
+        train_seconds = timer.stop()
+        timer.start()
+        ev = evaluate(train_model, test_loader, rt)
+        eval_seconds = timer.stop()
+        state["step"] += steps_per_epoch
+        state["epoch"] = epoch
+        test_acc = 100 * ev["correct"] / ev["n"]
+        log(f"Test set: Average loss: {ev['loss']:.4f}, Accuracy: {ev['correct']}/{ev['n']} ({test_acc:.2f}%)")
+        state["history"].append({
+            "epoch": epoch, "lr": lr_at(state["step"] - 1), "train_loss": train_loss, "train_acc": train_acc,
+            "test_loss": ev["loss"], "test_acc": test_acc, "test_correct": ev["correct"], "test_n": ev["n"],
+            "train_seconds": train_seconds, "eval_seconds": eval_seconds})
+        record["history"] = state["history"]
+        update_timings(record, steps_per_epoch * cfg.batch_size)
+        save_checkpoint(paths["checkpoint.pt"], model, optimizer, scaler, train_loader, cfg, state)
+        utils.atomic_write_json(record, paths["metrics.json"])
+
+
+def update_timings(record, images_per_epoch):
+    h = record["history"]
+    train_s = sum(e["train_seconds"] for e in h)
+    record["timings"].update(train_seconds=train_s, eval_seconds=sum(e["eval_seconds"] for e in h),
+                             images_per_second=len(h) * images_per_epoch / train_s if train_s else None)
+
+
+def maybe_compile(cfg, model, optimizer, scaler, rt, loss_fn, train_loader, test_loader):
+    """torch.compile the model and compile it now, on one training step and one evaluation batch,
+    so the compile time is measured apart from training; the step's effect is then undone."""
+    if not cfg.compile:
+        return model, 0.0
+    compiled = torch.compile(model)
+    t0 = time.perf_counter()
+    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_opt = copy.deepcopy(optimizer.state_dict())
+    x, y = next(iter(cifar.DeviceLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
+                                        train=True, device=rt.device, seed=-1)))
+    with rt.autocast():
+        loss = loss_fn(compiled(x), y)
+    scaler.scale(loss).backward()
+    optimizer.zero_grad(set_to_none=True)
+    evaluate(compiled, test_loader, rt)
+    model.load_state_dict(saved_model)
+    optimizer.load_state_dict(saved_opt)
+    rt.sync()
+    return compiled, time.perf_counter() - t0
+
+
+# ==============================================================================================
+# The report: per-class accuracy and the pictures
+
+def add_class_accuracy(record, data, preds):
+    cm = utils.confusion_matrix(data.test_labels, preds.cpu(), num_classes=10)
+    record["per_class_accuracy"] = dict(zip(data.classes, utils.per_class_accuracy(cm)))
+    return cm
+
+
+def make_report(cfg, rt, model, test_loader, data, record, log):
+    import gradcam
+    out = cfg.out_dir
+    ev = evaluate(model, test_loader, rt)
+    preds, confs = ev["preds"].cpu(), ev["confidences"].float().cpu()
+    cm = add_class_accuracy(record, data, preds)
+    wrong = (preds != data.test_labels).nonzero().flatten()
+    utils.plot_curves(record["history"], os.path.join(out, "curves.png"))
+    utils.plot_lr_schedule(record["lr_schedule"], record["steps_per_epoch"], os.path.join(out, "lr_schedule.png"))
+    utils.plot_confusion(cm, data.classes, os.path.join(out, "confusion.png"))
+    utils.plot_misclassified(data.test_images[wrong], data.test_labels[wrong], preds[wrong], confs[wrong],
+                             data.classes, os.path.join(out, "misclassified.png"))
+    few = wrong[:10]
+    x = test_loader.normalize(data.test_images[few].to(rt.device)).contiguous(memory_format=torch.channels_last)
+    with gradcam.GradCAM(model, "layer3") as cam:
+        cams_pred = cam(x, preds[few].to(rt.device)).cpu()
+        cams_true = cam(x, data.test_labels[few].to(rt.device)).cpu()
+    utils.plot_gradcam(data.test_images[few], cams_pred, cams_true, data.test_labels[few], preds[few],
+                       data.classes, os.path.join(out, "gradcam.png"))
+    log(f"plots saved in {out}: curves.png lr_schedule.png lr_range_test.png misclassified.png "
+        "gradcam.png confusion.png")
+
+
+# ==============================================================================================
+# Command line
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):            # one line, not the whole usage block
+        self.exit(2, f"error: {message}. See: python train.py --help\n")
+
+
+def parse_args(argv):
+    parser = _Parser(
+        prog="train.py", description=__doc__.split("\n\n")[0],
+        epilog="examples:\n  python train.py\n  python train.py --synthetic --epochs 2\n"
+               "  python train.py --lr-max 0.4 --lr-min 0.04 --epochs 12 --peak-epoch 3\n"
+               "  python train.py --resume out/checkpoint.pt",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type if isinstance(f.type, type) else None
+        if f.type is bool or kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f.metadata["help"] + f" (default: {f.default})")
+        else:
+            convert = float if f.type in (Optional[float], float) else int if f.type is int else str
+            parser.add_argument(flag, type=convert, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                                help=f.metadata["help"] + f" (default: {f.default})")
+    return vars(parser.parse_args(argv))
+
+
+def cli(argv=None) -> int:
+    overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        main(**overrides)
+    except KeyboardInterrupt:            # before training started: nothing to keep
+        print("interrupted before training started", file=sys.stderr)
+        return Interrupted.exit_code
+    except UsageError as e:
+        label = "interrupted" if isinstance(e, Interrupted) else "error"
+        print(f"{label}: {str(e).removeprefix('interrupted; ')}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,503 @@
+"""Small helpers shared by train.py and bench.py: errors, device and precision, atomic files, plots.
+
+Plotting uses matplotlib's object API (`Figure` + Agg canvas), never pyplot: it works without a
+display, keeps no global figure list, and the notebook shows the saved PNGs.
+"""
+import contextlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+class UsageError(Exception):
+    """A mistake the user can fix. The message says what was wrong and what to do.
+
+    The command line prints the message alone (no traceback) and exits with status 2;
+    `train.main()` called from Python raises it, so a notebook keeps the traceback.
+    """
+
+
+# ----------------------------------------------------------------------------------------------
+# Device and precision: the one place where they are chosen
+
+@dataclass
+class Runtime:
+    device: torch.device
+    precision: str                 # "bf16" | "fp16" | "fp32"
+
+    @property
+    def amp_dtype(self):
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def autocast(self):
+        """Autocast context for forward passes (a null context in fp32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self):
+        """fp16 needs loss scaling (its range is narrow); bf16 has fp32's range and does not."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
+
+    def timer(self):
+        return DeviceTimer(self.device)
+
+    def describe(self) -> dict:
+        info = {"device": str(self.device), "precision": self.precision,
+                "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+                "cpu_threads": torch.get_num_threads()}
+        if self.device.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        return info
+
+
+class DeviceTimer:
+    """Seconds of device work between start() and stop(): CUDA events on CUDA (they time the GPU,
+    not the host's launch queue), a synchronised host clock elsewhere."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+
+    def start(self):
+        if self.cuda:
+            self.begin = torch.cuda.Event(enable_timing=True)
+            self.begin.record()
+        else:
+            self.begin = time.perf_counter()
+        return self
+
+    def stop(self) -> float:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            return self.begin.elapsed_time(end) / 1000
+        if self.device.type == "mps":
+            torch.mps.synchronize()
+        return time.perf_counter() - self.begin
+
+
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels (AVX512-BF16 or AMX): there bf16 is ~3x faster
+    than fp32; elsewhere it is emulated and slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pick_runtime(device="auto", precision="auto") -> Runtime:
+    """device: auto|cpu|cuda|mps (or "cuda:1"); precision: auto|fp32|bf16|fp16.
+
+    auto picks CUDA, then MPS, then the CPU. Precision auto: bf16 autocast on CUDA GPUs that
+    support it (Ampere and newer), fp16 with a grad scaler on older ones (Colab's T4); bf16 on
+    CPUs with native bf16, else fp32; fp32 on MPS (its autocast support varies by macOS).
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but PyTorch sees no CUDA GPU here "
+                         f"(torch {torch.__version__}). Use --device auto or --device cpu.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was asked for, but MPS is not available here. "
+                         "Use --device auto or --device cpu.")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unsupported device {device!r}: use auto, cpu, cuda or mps")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise UsageError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision == "auto":
+        if dev.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif dev.type == "cpu":
+            precision = "bf16" if cpu_supports_bf16() else "fp32"
+        else:
+            precision = "fp32"
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True       # fixed shapes: let cuDNN pick the fastest kernels
+    return Runtime(dev, precision)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files that are either whole or absent
+
+def _atomic_write(path, write):
+    """write(tmp_path) then os.replace: a crash leaves the old file or the new one, never half."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_torch_save(obj, path):
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_json(obj, path):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+    _atomic_write(path, write)
+
+
+def ensure_writable_dir(path):
+    """Create `path` if needed and prove it is writable, or raise UsageError saying so."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write to the output folder {path!r} ({e.strerror or e}). "
+                         "Choose another with --out-dir.") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots (each returns the Figure and saves a PNG)
+#
+# Inputs are CPU or device tensors (or lists); each function copies what it needs to the CPU.
+# Images are the raw uint8 CIFAR images (N, 3, 32, 32); a float batch is taken to be normalised
+# with mean/std (as DeviceLoader yields it) and is de-normalised before it is shown.
+
+def confusion_matrix(labels, preds, num_classes=10) -> torch.Tensor:
+    """int64 (C, C): entry [t, p] counts the images of true class t predicted as class p.
+
+    One bincount over t * C + p: each (true, predicted) pair gets its own bin.
+    """
+    labels = torch.as_tensor(labels).detach().cpu().long().flatten()
+    preds = torch.as_tensor(preds).detach().cpu().long().flatten()
+    if labels.shape != preds.shape:
+        raise ValueError(f"{labels.numel()} labels but {preds.numel()} predictions")
+    for name, t in (("labels", labels), ("preds", preds)):
+        if t.numel() and (t.min() < 0 or t.max() >= num_classes):
+            raise ValueError(f"{name} must lie in 0..{num_classes - 1}, "
+                             f"found {int(t.min())}..{int(t.max())}")
+    counts = torch.bincount(labels * num_classes + preds, minlength=num_classes * num_classes)
+    return counts.view(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion) -> list:
+    """Percent of each true class predicted correctly (diagonal / row sum), one float per class.
+
+    A class with no images gets None (not NaN), so the list can go into a JSON file as it is.
+    """
+    confusion = torch.as_tensor(confusion).detach().cpu()
+    totals = confusion.sum(1).tolist()
+    correct = confusion.diagonal().tolist()
+    return [100.0 * c / n if n else None for c, n in zip(correct, totals)]
+
+
+def _figure(figsize, **kwargs):
+    # matplotlib is imported here, not at the top: `import utils` (and so `import train`) must
+    # work, and stay fast, where only torch is installed. Figure + its default Agg canvas needs
+    # no display and no pyplot, and a figure that is dropped is garbage-collected.
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize, layout="constrained", **kwargs)
+
+
+def _save(fig, path):
+    """Save fig as PNG (or the format of path's extension) when path is given; return fig."""
+    if path is not None:
+        path = os.fspath(path)
+        fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+        _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight"))
+    return fig
+
+
+def _message_figure(text, title, path, figsize=(6, 2.5)):
+    """A figure that says why there is nothing to plot (an empty plot would look like a bug)."""
+    fig = _figure(figsize)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14, transform=ax.transAxes)
+    fig.suptitle(title, fontsize=13)
+    return _save(fig, path)
+
+
+def _cpu(x, dtype=None):
+    """A tensor on the CPU, detached (Grad-CAM maps may still carry autograd history)."""
+    x = torch.as_tensor(x).detach().cpu()
+    return x if dtype is None else x.to(dtype)
+
+
+def _images_hwc(images, mean=None, std=None):
+    """(N, 3, H, W) images -> float numpy (N, H, W, 3) in 0..1, what imshow expects.
+
+    uint8 images are divided by 255. Float images are taken to be normalised, x = (raw/255 - mean)
+    / std, and are mapped back with x * std + mean; mean and std default to CIFAR-10's.
+    """
+    images = _cpu(images)
+    if images.dtype == torch.uint8:
+        rgb = images.float() / 255
+    else:
+        if mean is None or std is None:
+            from data import CIFAR10_MEAN, CIFAR10_STD   # here: data.py imports utils
+            mean = CIFAR10_MEAN if mean is None else mean
+            std = CIFAR10_STD if std is None else std
+        mean = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        rgb = images.float() * std + mean
+    return rgb.clamp(0, 1).permute(0, 2, 3, 1).numpy()       # (N, H, W, 3)
+
+
+def _pct(x):
+    return f"{x:.2f}%"
+
+
+def plot_curves(history, path=None):
+    """Loss and accuracy of every epoch, on the training and the test set, side by side.
+
+    history: a list of dicts, one per epoch, with "epoch" (1-based), "train_loss", "test_loss",
+    "train_acc" and "test_acc" (accuracies in percent). A missing or None value leaves a gap.
+    """
+    if not history:
+        return _message_figure("No epochs recorded yet", "Training and test curves", path)
+
+    def column(key):
+        return [float("nan") if h.get(key) is None else float(h[key]) for h in history]
+
+    from matplotlib.ticker import MaxNLocator
+    epochs = [int(h["epoch"]) for h in history]
+    fig = _figure((12, 4.6))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    panels = ((ax_loss, "loss", "loss (cross-entropy, mean per image)", "Loss (lower is better)"),
+              (ax_acc, "acc", "accuracy (%)", "Accuracy (higher is better)"))
+    for ax, key, ylabel, title in panels:
+        ax.plot(epochs, column(f"train_{key}"), "o-", color="tab:blue", markersize=4,
+                label="training set (augmented; running mean during the epoch)")
+        ax.plot(epochs, column(f"test_{key}"), "s-", color="tab:orange", markersize=4,
+                label="test set (evaluated after the epoch)")
+        ax.set_xlabel("epoch", fontsize=11)
+        ax.set_ylabel(ylabel, fontsize=11)
+        ax.set_title(title, fontsize=12)
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)             # few epochs: one tick each, never "epoch 0.7"
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    # Loss from 0 shows how far it fell; accuracy up to 100% shows how far it has left to go.
+    losses = [v for v in column("train_loss") + column("test_loss") if v == v] or [1]   # not NaN
+    ax_loss.set_ylim(0, 1.08 * max(losses))
+    accs = [v for v in column("train_acc") + column("test_acc") if v == v] or [0]
+    ax_acc.set_ylim(max(0, min(accs) - 5), 100)
+    # One legend for both panels, below them, where it can hide no point.
+    fig.legend(*ax_loss.get_legend_handles_labels(), loc="outside lower center", ncols=2,
+               fontsize=10)
+
+    # The number the run is judged by: the final test accuracy, written next to its point.
+    finals = [(e, a) for e, a in zip(epochs, column("test_acc")) if a == a]   # a == a: not NaN
+    if finals:
+        e, a = finals[-1]
+        ax_acc.annotate(f"final test accuracy\n{_pct(a)}", xy=(e, a), xycoords="data",
+                        xytext=(0.97, 0.42), textcoords="axes fraction", ha="right", va="center",
+                        fontsize=11, fontweight="bold", color="tab:orange",
+                        arrowprops=dict(arrowstyle="->", color="tab:orange"))
+    fig.suptitle("Training and test curves", fontsize=14)
+    return _save(fig, path)
+
+
+def plot_lr_schedule(lrs, steps_per_epoch, path=None):
+    """The learning rate of every optimizer step, against steps (bottom) and epochs (top).
+
+    lrs: the LR used at each step, in order. Step s (1-based) ends s / steps_per_epoch epochs of
+    training, so the peak of a one-cycle schedule at the end of epoch 5 reads "epoch 5".
+    """
+    title = "One-cycle LR schedule (as used)"
+    lrs = [float(x) for x in lrs]
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+    if not lrs:
+        return _message_figure("No optimizer steps recorded", title, path)
+    import math
+    from matplotlib.ticker import MaxNLocator
+    spe = steps_per_epoch
+    steps = list(range(1, len(lrs) + 1))
+    peak = max(range(len(lrs)), key=lrs.__getitem__)           # first step at the maximum
+    lr_min = min(lrs)
+
+    def at(i):
+        where = f"step {steps[i]}" if i == 0 else f"epoch {steps[i] / spe:.3g}, step {steps[i]}"
+        return f"{lrs[i]:.3g} ({where})"
+
+    fig = _figure((10, 4.8))
+    ax = fig.add_subplot()
+    ax.plot(steps, lrs, "-", color="tab:blue", linewidth=2, label="learning rate", zorder=2)
+    # Start and end go in the legend (their values sit at the bottom, where text would cross the
+    # line); the peak also gets an annotation, in the headroom above it.
+    marks = ((0, "start", "o", "tab:green"), (peak, "peak", "*", "tab:red"),
+             (len(lrs) - 1, "end", "s", "tab:purple"))
+    for i, what, marker, colour in marks:
+        # isclose: the scheduler's last LR may differ from LRMIN in the 16th digit
+        is_min = math.isclose(lrs[i], lr_min, rel_tol=1e-6)
+        name = "LRMAX" if i == peak else "LRMIN" if is_min else "LR"
+        ax.plot(steps[i], lrs[i], marker, color=colour, markersize=15 if i == peak else 8,
+                zorder=3, clip_on=False, label=f"{what}: {name} = {at(i)}")
+    ax.annotate(f"LRMAX = {lrs[peak]:.3g} at epoch {steps[peak] / spe:.3g}",
+                xy=(steps[peak], lrs[peak]), xytext=(12, 4), textcoords="offset points",
+                ha="left", va="bottom", fontsize=11, fontweight="bold", color="tab:red")
+    top = lrs[peak] if lrs[peak] > 0 else 1.0
+    ax.set_ylim(0, 1.2 * top)                  # from 0, so the LR's ratio LRMAX/LRMIN is visible
+    ax.set_xlim(0, len(lrs) + 0.5)
+    ax.set_xlabel(f"optimizer step ({spe} steps per epoch)", fontsize=11)
+    ax.set_ylabel("learning rate", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=9, framealpha=0.95)
+    epochs_axis = ax.secondary_xaxis("top", functions=(lambda s: s / spe, lambda e: e * spe))
+    epochs_axis.set_xlabel("epochs completed", fontsize=11)
+    epochs_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title, fontsize=14)
+    return _save(fig, path)
+
+
+def _class_name(classes, i):
+    i = int(i)
+    return str(classes[i]) if 0 <= i < len(classes) else f"class {i}"
+
+
+def plot_misclassified(images, labels, preds, confidences, classes, path=None, max_images=25,
+                       mean=None, std=None):
+    """A gallery of misclassified images, 5 per row, each titled with true and predicted class.
+
+    images: uint8 (N, 3, 32, 32), the raw misclassified images in order (a float batch is
+    de-normalised with mean/std, by default CIFAR-10's); labels, preds: int (N,); confidences:
+    float (N,) in [0, 1], the softmax probability of the predicted class. Shows the first
+    max_images. N == 0 gives a figure that says so.
+    """
+    title = "Misclassified test images"
+    labels, preds = _cpu(labels).flatten().tolist(), _cpu(preds).flatten().tolist()
+    total = len(labels)
+    if total == 0:
+        return _message_figure("No misclassified test images", title, path)
+    shown = min(total, max_images)
+    pictures = _images_hwc(_cpu(images)[:shown], mean, std)
+    confidences = _cpu(confidences, torch.float32).flatten().tolist()
+    cols = 5
+    rows = -(-shown // cols)
+    fig = _figure((cols * 1.7, rows * 2.0 + 0.5))
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    for k, ax in enumerate(axes):
+        ax.set_axis_off()
+        if k >= shown:
+            continue
+        ax.imshow(pictures[k], interpolation="nearest")
+        ax.set_title(f"true: {_class_name(classes, labels[k])}\n"
+                     f"pred: {_class_name(classes, preds[k])} ({100 * confidences[k]:.0f}%)",
+                     fontsize=9)
+    fig.suptitle(f"{title} ({shown} shown of {total})\n"
+                 "pred (x%) = predicted class and its softmax probability", fontsize=12)
+    return _save(fig, path)
+
+
+def _cam_overlay(picture, cam, alpha):
+    """picture (H, W, 3) and cam (H, W), both in 0..1 -> (1 - alpha) picture + alpha jet(cam)."""
+    import matplotlib
+    heat = matplotlib.colormaps["jet"](cam)[..., :3]                 # (H, W, 4) RGBA -> RGB
+    return (1 - alpha) * picture + alpha * heat
+
+
+def plot_gradcam(images, cams_pred, cams_true, labels, preds, classes, path=None, alpha=0.5,
+                 layer="layer3", max_images=10, mean=None, std=None):
+    """Grad-CAM of misclassified images: the image, the map for the predicted class, the map for
+    the true class, one row per image (the first max_images).
+
+    images: uint8 (N, 3, 32, 32) raw (a float batch is de-normalised with mean/std); cams_pred,
+    cams_true: float (N, h, w) in [0, 1] (upsampled bilinearly to the image size if smaller);
+    labels, preds: int (N,). alpha: weight of the heat map in the blend. layer: the layer the maps
+    come from, for the title.
+    """
+    title = f"Grad-CAM on misclassified test images ({layer})"
+    labels, preds = _cpu(labels).flatten().tolist(), _cpu(preds).flatten().tolist()
+    n = min(len(labels), max_images)
+    if n == 0:
+        return _message_figure("No misclassified test images to explain", title, path)
+    import matplotlib
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    pictures = _images_hwc(_cpu(images)[:n], mean, std)
+    size = pictures.shape[1:3]
+
+    def prepare(cams):
+        cams = _cpu(cams, torch.float32)[:n]
+        if tuple(cams.shape[-2:]) != tuple(size):
+            cams = torch.nn.functional.interpolate(cams[:, None], size=size, mode="bilinear",
+                                                   align_corners=False)[:, 0]
+        return cams.clamp(0, 1).numpy()
+
+    cams_pred, cams_true = prepare(cams_pred), prepare(cams_true)
+    fig = _figure((3 * 2.1 + 1.2, n * 2.1 + 0.6))
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        true, pred = _class_name(classes, labels[i]), _class_name(classes, preds[i])
+        cells = ((pictures[i], f"true: {true}\npred: {pred}"),
+                 (_cam_overlay(pictures[i], cams_pred[i], alpha), f"Grad-CAM: {pred}\n(predicted)"),
+                 (_cam_overlay(pictures[i], cams_true[i], alpha), f"Grad-CAM: {true}\n(true)"))
+        for ax, (picture, caption) in zip(axes[i], cells):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(caption, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    colours = ScalarMappable(norm=Normalize(0, 1), cmap=matplotlib.colormaps["jet"])
+    bar = fig.colorbar(colours, ax=axes, shrink=min(1.0, 3.0 / n), aspect=20, pad=0.04)
+    bar.set_label("Grad-CAM (0 = none, 1 = max)", fontsize=10)
+    fig.suptitle(f"{title}\nred = the regions that raised that class's score most", fontsize=12)
+    return _save(fig, path)
+
+
+def plot_confusion(confusion, classes, path=None):
+    """The confusion matrix as a heat map with the count in every cell.
+
+    confusion: int (C, C), rows = true class, columns = predicted class (see confusion_matrix).
+    """
+    confusion = _cpu(confusion, torch.int64)
+    c = confusion.shape[0]
+    total = int(confusion.sum())
+    accuracy = 100.0 * int(confusion.diagonal().sum()) / total if total else float("nan")
+    names = [_class_name(classes, i) for i in range(c)]
+    counts = confusion.numpy()
+    fig = _figure((8.4, 7.2))
+    ax = fig.add_subplot()
+    image = ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(1, counts.max()))
+    # White on the dark cells, black on the light ones, so every count can be read.
+    threshold = image.norm.vmax / 2
+    size = 9 if c <= 10 else 7
+    for t in range(c):
+        for p in range(c):
+            value = int(counts[t, p])
+            ax.text(p, t, str(value), ha="center", va="center", fontsize=size,
+                    color="white" if value > threshold else "black")
+    ax.set_xticks(range(c), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=10)
+    ax.set_yticks(range(c), names, fontsize=10)
+    ax.set_xlabel("predicted class", fontsize=11)
+    ax.set_ylabel("true class", fontsize=11)
+    bar = fig.colorbar(image, ax=ax, shrink=0.85)
+    bar.set_label("number of test images", fontsize=10)
+    ax.set_title(f"Confusion matrix (test set, accuracy {_pct(accuracy)})\n"
+                 "diagonal = correct; row = true class, column = predicted", fontsize=12)
+    return _save(fig, path)
