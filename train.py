@@ -131,7 +131,8 @@ def validate(cfg: Config):
     need(0 < cfg.lr_test_start < cfg.lr_test_end,
          f"the range test needs 0 < lr_test_start < lr_test_end, got {cfg.lr_test_start}, {cfg.lr_test_end}")
     need(cfg.lr_test_iters == 0 or cfg.lr_test_iters >= 2, "lr_test_iters must be 0 (auto) or at least 2")
-    need(cfg.lr_min_factor >= 1 and cfg.lr_backoff >= 1, "lr_min_factor and lr_backoff must be at least 1")
+    need(cfg.lr_min_factor > 1, f"lr_min_factor must be greater than 1 (LRMIN < LRMAX), got {cfg.lr_min_factor}")
+    need(cfg.lr_backoff >= 1, f"lr_backoff must be at least 1, got {cfg.lr_backoff}")
     need(cfg.pad_mode in ("reflect", "zeros"), f"pad_mode must be reflect or zeros, got {cfg.pad_mode!r}")
     need(0 <= cfg.cutout <= 32, f"cutout must be between 0 and 32 pixels, got {cfg.cutout}")
     need(cfg.width >= 1, f"width must be at least 1, got {cfg.width}")

@@ -146,6 +146,9 @@ def _atomic_write(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)        # mkstemp makes 0600; give the file the usual mode
     try:
         write(tmp)
         os.replace(tmp, path)

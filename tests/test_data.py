@@ -1,0 +1,290 @@
+"""data.py: reading CIFAR-format files safely, the synthetic set, and batched augmentation."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import data
+from cifar_files import write_batch, write_cifar_folder
+from utils import UsageError
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the python-format files
+
+@pytest.mark.parametrize("keys", ["py2", "bytes", "str"])
+def test_load_cifar10_reads_each_key_encoding(tmp_path, keys):
+    train_x, train_y, test_x, test_y = write_cifar_folder(tmp_path, n_per_batch=4, keys=keys)
+    d = data.load_cifar10(tmp_path, download=False, cache=False)
+    assert d.train_images.shape == (20, 3, 32, 32) and d.train_images.dtype == torch.uint8
+    assert d.test_images.shape == (4, 3, 32, 32)
+    assert d.train_labels.dtype == torch.int64
+    # Rows are 1024 R, 1024 G, 1024 B values of a 32x32 image, row-major.
+    assert torch.equal(d.train_images.reshape(20, 3072), torch.from_numpy(train_x))
+    assert torch.equal(d.train_images[0, 1, 2, 3], torch.tensor(train_x[0, 1024 + 2 * 32 + 3]))
+    assert d.train_labels.tolist() == train_y.tolist() and d.test_labels.tolist() == test_y.tolist()
+    assert d.classes == data.CLASSES
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_python3_pickles_of_any_protocol_load(tmp_path, protocol):
+    arr = np.arange(2 * 3072).reshape(2, 3072).astype(np.uint8)
+    write_batch(tmp_path / "b", arr, [1, 9], keys="bytes", protocol=protocol)
+    images, labels = data.read_batch(tmp_path / "b")
+    assert torch.equal(images.reshape(2, 3072), torch.from_numpy(arr)) and labels.tolist() == [1, 9]
+
+
+def _bad_batch(tmp_path, **change):
+    batch = {"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1, 2]}
+    batch.update(change)
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=4)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(data=np.zeros((3, 3000), np.uint8)), "shape"),
+    (dict(data=np.zeros((3, 3072), np.int32)), "uint8"),
+    (dict(labels=[0, 1, 10]), "0..9"),
+    (dict(labels=[0, -1, 2]), "0..9"),
+    (dict(labels=[0, 1]), "3 images but labels"),
+    (dict(labels=["a", "b", "c"]), "labels"),
+])
+def test_malformed_batches_are_refused_naming_the_file(tmp_path, change, message):
+    path = _bad_batch(tmp_path, **change)
+    with pytest.raises(UsageError, match=message) as e:
+        data.read_batch(path)
+    assert str(path) in str(e.value)
+
+
+def test_truncated_and_garbage_files_are_refused_naming_the_file(tmp_path):
+    write_batch(tmp_path / "good", np.zeros((4, 3072), np.uint8), [0, 1, 2, 3])
+    blob = (tmp_path / "good").read_bytes()
+    (tmp_path / "truncated").write_bytes(blob[: len(blob) // 2])
+    (tmp_path / "garbage").write_bytes(os.urandom(1000))
+    (tmp_path / "list").write_bytes(pickle.dumps([1, 2, 3]))
+    (tmp_path / "nokeys").write_bytes(pickle.dumps({"images": 1}))
+    for name in ["truncated", "garbage", "list", "nokeys"]:
+        with pytest.raises(UsageError) as e:
+            data.read_batch(tmp_path / name)
+        assert name in str(e.value)
+
+
+class _Hostile:
+    """Unpickling this runs open(marker, 'w'): the classic pickle code-execution attack."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("payload", ["open", "os.system"])
+def test_a_batch_that_would_run_code_is_refused_and_runs_nothing(tmp_path, payload):
+    marker = tmp_path / "pwned"
+    evil = _Hostile(str(marker)) if payload == "open" else _System(f"touch {marker}")
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": evil, "labels": [0]}, protocol=2))
+    with pytest.raises(UsageError, match="not allowed"):
+        data.read_batch(path)
+    assert not marker.exists()
+
+
+class _System:
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return (os.system, (self.cmd,))
+
+
+def test_missing_data_without_download_says_where_and_what_to_do(tmp_path):
+    with pytest.raises(UsageError) as e:
+        data.load_cifar10(tmp_path / "nowhere", download=False)
+    msg = str(e.value)
+    assert str(tmp_path / "nowhere") in msg and "--synthetic" in msg and "cifar-10-batches-py" in msg
+
+
+def test_failed_download_offline_is_one_clear_error(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tvu
+
+    def offline(url, root, *a, **k):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(tvu, "download_url", offline)
+    with pytest.raises(UsageError, match="could not download") as e:
+        data.load_cifar10(tmp_path, download=True)
+    assert "--synthetic" in str(e.value)
+    assert not (tmp_path / "cifar-10-python.tar.gz").exists()
+
+
+def test_a_download_with_the_wrong_md5_is_deleted_not_used(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tvu
+
+    def fake_download(url, root, *a, **k):
+        (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not the archive")
+    monkeypatch.setattr(tvu, "download_url", fake_download)
+    with pytest.raises(UsageError, match="MD5"):
+        data.load_cifar10(tmp_path, download=True)
+    assert not (tmp_path / "cifar-10-python.tar.gz").exists()
+    assert not (tmp_path / "cifar-10-batches-py").exists()
+
+
+def test_a_good_archive_is_unpacked_and_loaded(tmp_path, monkeypatch):
+    import tarfile
+    src = tmp_path / "src"
+    train_x, _, _, _ = write_cifar_folder(src, n_per_batch=2)
+    archive = tmp_path / "made.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    root = tmp_path / "root"
+    root.mkdir()
+    import shutil
+    import torchvision.datasets.utils as tvu
+    monkeypatch.setattr(tvu, "download_url", lambda url, r, *a, **k: shutil.copy(archive, root / "cifar-10-python.tar.gz"))
+    monkeypatch.setattr(data, "CIFAR10_MD5", data._md5(archive))
+    d = data.load_cifar10(root, download=True)
+    assert torch.equal(d.train_images.reshape(-1, 3072), torch.from_numpy(train_x))
+
+
+def test_the_cache_is_used_and_a_broken_cache_is_rebuilt(tmp_path, monkeypatch):
+    write_cifar_folder(tmp_path, n_per_batch=3)
+    first = data.load_cifar10(tmp_path, download=False)
+    assert (tmp_path / data.CACHE_NAME).exists()
+    # With the cache in place the batch files are not read again.
+    monkeypatch.setattr(data, "read_batch", lambda p: (_ for _ in ()).throw(AssertionError("read")))
+    second = data.load_cifar10(tmp_path, download=False)
+    assert torch.equal(first.train_images, second.train_images) and second.classes == first.classes
+    monkeypatch.undo()
+    (tmp_path / data.CACHE_NAME).write_bytes(b"broken")
+    third = data.load_cifar10(tmp_path, download=False)
+    assert torch.equal(first.test_images, third.test_images)
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic data
+
+def test_synthetic_data_is_cifar_shaped_and_reproducible():
+    a = data.synthetic_cifar10(64, 32, seed=3)
+    b = data.synthetic_cifar10(64, 32, seed=3)
+    c = data.synthetic_cifar10(64, 32, seed=4)
+    assert a.train_images.shape == (64, 3, 32, 32) and a.train_images.dtype == torch.uint8
+    assert a.test_images.shape == (32, 3, 32, 32) and a.train_labels.dtype == torch.int64
+    assert 0 <= a.train_labels.min() and a.train_labels.max() <= 9
+    assert torch.equal(a.train_images, b.train_images) and not torch.equal(a.train_images, c.train_images)
+    assert a.train_images.float().std() > 30      # not a blank image
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation: each piece does exactly what it claims
+
+@pytest.mark.parametrize("pad_mode, torch_mode", [("reflect", "reflect"), ("zeros", "constant")])
+def test_crop_is_a_window_of_the_padded_image_and_flip_mirrors_it(pad_mode, torch_mode):
+    torch.manual_seed(0)
+    img = torch.randint(1, 256, (3, 32, 32), dtype=torch.uint8)
+    padded = F.pad(img[None].float(), (4, 4, 4, 4), mode=torch_mode)[0]       # (3, 40, 40)
+    dy, dx = torch.meshgrid(torch.arange(9), torch.arange(9), indexing="ij")
+    dy, dx = dy.flatten().repeat(2), dx.flatten().repeat(2)                  # all 81 offsets
+    flip = torch.arange(162) >= 81                                           # without and with flip
+    rows, cols, valid = data.crop_flip_indices(dy, dx, flip, pad_mode=pad_mode)
+    out = img[:, rows[:, None, :, None], cols[:, None, None, :]]             # (3, 162, 1, 32, 32)
+    out = out[:, :, 0].permute(1, 0, 2, 3).float() * valid[:, None]          # (162, 3, 32, 32)
+    for k in range(162):
+        window = padded[:, dy[k]:dy[k] + 32, dx[k]:dx[k] + 32]
+        if flip[k]:
+            window = window.flip(-1)
+        assert torch.equal(out[k], window), (pad_mode, int(dy[k]), int(dx[k]), bool(flip[k]))
+
+
+def test_cutout_zeroes_one_8x8_square_clipped_at_the_borders():
+    cy = torch.tensor([16, 0, 31, 3, 28])
+    cx = torch.tensor([16, 0, 31, 30, 2])
+    mask = data.cutout_mask(cy, cx, length=8)
+    assert mask.shape == (5, 32, 32)
+    assert mask.sum((1, 2)).tolist() == [64, 16, 5 * 5, 7 * 6, 8 * 6]
+    # The square is [c - 4, c + 4) in each direction, clipped.
+    assert mask[0, 12:20, 12:20].all() and mask[0].sum() == 64
+    assert mask[1, :4, :4].all() and mask[2, 27:, 27:].all()
+
+
+def _loader(images, labels, **kw):
+    return data.DeviceLoader(images, labels, kw.pop("batch_size", 4), device="cpu", **kw)
+
+
+def test_eval_loader_normalises_and_keeps_order():
+    d = data.synthetic_cifar10(10, 10)
+    loader = _loader(d.test_images, d.test_labels, batch_size=4, train=False)
+    assert len(loader) == 3
+    xs, ys = zip(*loader)
+    assert [len(y) for y in ys] == [4, 4, 2]
+    x = torch.cat(xs)
+    mean = torch.tensor(data.CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(data.CIFAR10_STD).view(1, 3, 1, 1)
+    expected = (d.test_images.float() / 255 - mean) / std
+    torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
+    assert torch.equal(torch.cat(ys), d.test_labels)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_train_loader_output_is_crop_flip_cutout_of_a_source_image():
+    """Every training image equals one of the 162 crop/flip variants of its own source image,
+    except inside one clipped 8x8 square set to 0 (Cutout, in normalised units)."""
+    torch.manual_seed(1)
+    n = 6
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(n)                           # the label names the source image
+    loader = _loader(images, labels, batch_size=3, train=True, seed=5)
+    norm = loader.normalize(images)                    # (n, 3, 32, 32)
+    padded = F.pad(norm, (4, 4, 4, 4), mode="reflect")
+    seen_shift = set()
+    for x, y in loader:
+        for img, src in zip(x, y):
+            best = None
+            for dy in range(9):
+                for dx in range(9):
+                    for fl in (False, True):
+                        w = padded[src, :, dy:dy + 32, dx:dx + 32]
+                        w = w.flip(-1) if fl else w
+                        differ = (w - img).abs().amax(0) > 1e-5            # (32, 32)
+                        if best is None or differ.sum() < best[0].sum():
+                            best = (differ, dy, dx, fl)
+            differ = best[0]
+            seen_shift.add((best[1], best[2]))
+            assert differ.sum() <= 64
+            if differ.any():
+                ys, xs = differ.nonzero(as_tuple=True)
+                assert ys.max() - ys.min() < 8 and xs.max() - xs.min() < 8
+                assert (img[:, differ] == 0).all()
+    assert len(seen_shift) > 1                         # the crops really vary
+
+
+def test_train_loader_is_reproducible_and_reshuffles_each_epoch():
+    d = data.synthetic_cifar10(40, 8)
+    a = _loader(d.train_images, d.train_labels, batch_size=8, train=True, seed=7)
+    b = _loader(d.train_images, d.train_labels, batch_size=8, train=True, seed=7)
+    assert len(a) == 5
+    epoch0_a, epoch0_b = list(a), list(b)
+    for (xa, ya), (xb, yb) in zip(epoch0_a, epoch0_b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    epoch1_a = list(a)
+    assert not torch.equal(epoch0_a[0][0], epoch1_a[0][0])
+    # A pass sees every image once (here N is a multiple of the batch).
+    assert sorted(torch.cat([y for _, y in epoch1_a]).tolist()) == sorted(d.train_labels.tolist())
+    # Resuming at epoch 1 gives epoch 1's batches.
+    c = _loader(d.train_images, d.train_labels, batch_size=8, train=True, seed=7)
+    c.epoch = 1
+    assert all(torch.equal(x1, xc) for (x1, _), (xc, _) in zip(epoch1_a, c))
+
+
+def test_train_loader_drops_the_last_incomplete_batch_and_refuses_too_little_data():
+    d = data.synthetic_cifar10(10, 4)
+    loader = _loader(d.train_images, d.train_labels, batch_size=4, train=True)
+    assert len(loader) == 2 and [len(y) for _, y in loader] == [4, 4]
+    with pytest.raises(UsageError, match="batch"):
+        _loader(d.train_images, d.train_labels, batch_size=11, train=True)
+    with pytest.raises(UsageError, match="at least 1"):
+        _loader(d.train_images, d.train_labels, batch_size=0, train=True)

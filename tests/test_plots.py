@@ -1,0 +1,201 @@
+"""The plots: each function draws on small fake data, saves a PNG that is not blank, and returns
+a matplotlib Figure; the confusion matrix is checked against counts done by hand.
+
+Run: python -m pytest tests/test_plots.py -q   (CPU only, a few seconds)
+"""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import utils
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+           "dog", "frog", "horse", "ship", "truck")
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)      # as in data.py
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def assert_png_drawn(fig, path):
+    """fig is a Figure, and path holds a PNG with more than one colour in it."""
+    from matplotlib.figure import Figure
+    from matplotlib.image import imread
+    assert isinstance(fig, Figure)
+    assert os.path.getsize(path) > 0
+    pixels = imread(path)                                   # (H, W, 3 or 4) floats in 0..1
+    assert pixels.ndim == 3 and pixels.shape[0] > 50 and pixels.shape[1] > 50
+    assert pixels.std() > 0.02                              # not a blank page
+    colours = pixels.reshape(-1, pixels.shape[-1])
+    assert (colours != colours[0]).any(axis=1).sum() > 0.01 * len(colours)   # not one colour
+
+
+def fake_history(epochs):
+    return [{"epoch": e, "train_loss": 2.0 / e, "test_loss": 2.2 / e + 0.1,
+             "train_acc": 100 - 50 / e, "test_acc": 98 - 50 / e} for e in range(1, epochs + 1)]
+
+
+def fake_misclassified(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    preds = (labels + torch.randint(1, 10, (n,), generator=g)) % 10     # always wrong
+    confidences = 0.3 + 0.7 * torch.rand(n, generator=g)
+    return images, labels, preds, confidences
+
+
+# ----------------------------------------------------------------------------------------------
+# matplotlib stays out of `import utils`
+
+def test_import_utils_does_not_import_matplotlib():
+    code = "import utils, sys; assert 'matplotlib' not in sys.modules, 'utils imported matplotlib'"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Confusion matrix and per-class accuracy, against counts done by hand
+
+def test_confusion_matrix_hand_computed():
+    # pairs (true, pred): (0,0) (0,1) (1,1) (2,0)
+    labels, preds = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 0])
+    cm = utils.confusion_matrix(labels, preds, num_classes=3)
+    assert cm.dtype == torch.int64
+    assert cm.tolist() == [[1, 1, 0],
+                           [0, 1, 0],
+                           [1, 0, 0]]
+    assert utils.per_class_accuracy(cm) == [50.0, 100.0, 0.0]
+
+
+def test_confusion_matrix_accepts_lists_and_keeps_total():
+    labels = [3, 3, 9, 0, 5]
+    cm = utils.confusion_matrix(labels, [3, 5, 9, 0, 3])
+    assert cm.shape == (10, 10) and int(cm.sum()) == 5 and int(cm.trace()) == 3
+    assert cm[3, 5] == 1 and cm[5, 3] == 1
+
+
+def test_per_class_accuracy_empty_class_is_none():
+    cm = utils.confusion_matrix([0, 0, 1], [0, 1, 1], num_classes=3)    # class 2 has no images
+    acc = utils.per_class_accuracy(cm)
+    assert acc == [50.0, 100.0, None]
+
+
+def test_confusion_matrix_rejects_bad_input():
+    with pytest.raises(ValueError):
+        utils.confusion_matrix([0, 1], [0])
+    with pytest.raises(ValueError):
+        utils.confusion_matrix([0, 10], [0, 1], num_classes=10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Each plot: drawn, saved, returned
+
+@pytest.mark.parametrize("epochs", [1, 6])
+def test_plot_curves(tmp_path, epochs):
+    path = tmp_path / "curves.png"
+    fig = utils.plot_curves(fake_history(epochs), path=str(path))
+    assert_png_drawn(fig, path)
+
+
+def test_plot_curves_without_path_writes_nothing(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(utils.plot_curves(fake_history(2)), Figure)
+    assert os.listdir(tmp_path) == []
+
+
+def test_plot_lr_schedule(tmp_path):
+    steps_per_epoch, lo, hi = 4, 0.02, 0.4
+    up = [lo + (hi - lo) * s / 20 for s in range(21)]                 # steps 1..21: peak at 21
+    lrs = up + [hi - (hi - lo) * s / 75 for s in range(1, 76)]
+    path = tmp_path / "lr.png"
+    fig = utils.plot_lr_schedule(lrs, steps_per_epoch, path=str(path))
+    assert_png_drawn(fig, path)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "LRMAX = 0.4 at epoch 5.25" in texts       # peak at 1-based step 21 of 4 per epoch
+
+
+def test_plot_misclassified(tmp_path):
+    images, labels, preds, confidences = fake_misclassified(30)
+    path = tmp_path / "mis.png"
+    fig = utils.plot_misclassified(images, labels, preds, confidences, CLASSES, path=str(path))
+    assert_png_drawn(fig, path)
+    assert "25 shown of 30" in fig.get_suptitle()
+    assert sum(ax.has_data() for ax in fig.axes) == 25
+
+
+def test_plot_misclassified_none(tmp_path):
+    images, labels, preds, confidences = fake_misclassified(0)
+    path = tmp_path / "mis.png"
+    fig = utils.plot_misclassified(images, labels, preds, confidences, CLASSES, path=str(path))
+    assert_png_drawn(fig, path)
+    assert any("No misclassified" in t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+def test_normalised_images_are_shown_like_raw_ones():
+    images = fake_misclassified(3)[0]
+    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    normalised = (images.float() / 255 - mean) / std
+    raw = utils._images_hwc(images)
+    assert raw.shape == (3, 32, 32, 3)
+    assert abs(utils._images_hwc(normalised, CIFAR10_MEAN, CIFAR10_STD) - raw).max() < 1e-5
+    assert abs(utils._images_hwc(normalised) - raw).max() < 1e-5      # CIFAR-10's by default
+
+
+def test_cam_overlay_blend():
+    import matplotlib
+    import numpy as np
+    picture = np.full((2, 2, 3), 0.5)
+    cam = np.array([[0.0, 1.0], [0.25, 0.75]])
+    assert np.allclose(utils._cam_overlay(picture, cam, alpha=0.0), picture)
+    jet = matplotlib.colormaps["jet"](cam)[..., :3]
+    assert np.allclose(utils._cam_overlay(picture, cam, alpha=1.0), jet)
+    assert np.allclose(utils._cam_overlay(picture, cam, alpha=0.3), 0.7 * picture + 0.3 * jet)
+
+
+def test_plot_gradcam(tmp_path):
+    images, labels, preds, _ = fake_misclassified(3)
+    g = torch.Generator().manual_seed(1)
+    cams_pred, cams_true = torch.rand(2, 3, 32, 32, generator=g)
+    path = tmp_path / "gradcam.png"
+    fig = utils.plot_gradcam(images, cams_pred, cams_true, labels, preds, CLASSES, path=str(path))
+    assert_png_drawn(fig, path)
+    assert "(layer3)" in fig.get_suptitle()
+    titles = [ax.get_title() for ax in fig.axes]
+    assert f"Grad-CAM: {CLASSES[int(preds[0])]}\n(predicted)" in titles
+
+
+def test_plot_gradcam_upsamples_coarse_maps_and_takes_autograd_tensors(tmp_path):
+    images, labels, preds, _ = fake_misclassified(2)
+    cams = torch.rand(2, 4, 4, requires_grad=True)           # layer3's own 4x4 resolution
+    fig = utils.plot_gradcam(images, cams, cams * 1, labels, preds, CLASSES, layer="layer2",
+                             path=str(tmp_path / "g.png"))
+    assert_png_drawn(fig, tmp_path / "g.png")
+    assert "(layer2)" in fig.get_suptitle()
+
+
+def test_plot_gradcam_none(tmp_path):
+    images, labels, preds, _ = fake_misclassified(0)
+    path = tmp_path / "gradcam.png"
+    empty = torch.zeros(0, 32, 32)
+    fig = utils.plot_gradcam(images, empty, empty, labels, preds, CLASSES, path=str(path))
+    assert_png_drawn(fig, path)
+
+
+def test_plot_confusion(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (500,), generator=g)
+    guesses = torch.randint(0, 10, (500,), generator=g)
+    preds = torch.where(torch.rand(500, generator=g) < 0.8, labels, guesses)
+    cm = utils.confusion_matrix(labels, preds)
+    path = tmp_path / "confusion.png"
+    fig = utils.plot_confusion(cm, CLASSES, path=str(path))
+    assert_png_drawn(fig, path)
+    accuracy = 100 * (labels == preds).double().mean().item()
+    assert f"accuracy {accuracy:.2f}%" in fig.axes[0].get_title()
+    assert len(fig.axes[0].texts) == 100                     # a count in every cell
+    assert not math.isnan(sum(utils.per_class_accuracy(cm)))
