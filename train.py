@@ -53,7 +53,8 @@ class Config:
     resume: str = opt("", "path of a checkpoint.pt to continue from, exactly where it stopped")
     # --- schedule (one cycle, per step; SPEC.md section 2)
     epochs: int = opt(24, "training epochs; at least peak_epoch")
-    peak_epoch: float = opt(5, "the LR rises linearly to LRMAX at the end of this epoch, then falls")
+    peak_epoch: Optional[float] = opt(None, "the LR rises linearly to LRMAX at the end of this epoch, then "
+                                      "falls; None = 5/24 of the epochs (5 of 24)")
     batch_size: int = opt(512, "training images per step (the last incomplete batch is dropped)")
     lr_min: Optional[float] = opt(None, "LRMIN, start and end of the cycle; None = found (LRMAX / lr_min_factor)")
     lr_max: Optional[float] = opt(None, "LRMAX, the peak LR; None = found by the LR range test")
@@ -108,6 +109,8 @@ def make_config(overrides) -> Config:
         raise UsageError("unknown setting " + ", ".join(f"{k!r}{h}" for k, h in zip(unknown, hints))
                          + ". Valid settings: " + ", ".join(names))
     cfg = Config(**overrides)
+    if cfg.peak_epoch is None and isinstance(cfg.epochs, int):
+        cfg.peak_epoch = cfg.epochs * 5 / 24       # the recipe's proportion: epoch 5 of 24
     validate(cfg)
     return cfg
 
@@ -133,6 +136,10 @@ def validate(cfg: Config):
     need(cfg.lr_test_iters == 0 or cfg.lr_test_iters >= 2, "lr_test_iters must be 0 (auto) or at least 2")
     need(cfg.lr_min_factor > 1, f"lr_min_factor must be greater than 1 (LRMIN < LRMAX), got {cfg.lr_min_factor}")
     need(cfg.lr_backoff >= 1, f"lr_backoff must be at least 1, got {cfg.lr_backoff}")
+    need(cfg.precision in ("auto", "fp32", "bf16", "fp16"),
+         f"precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}")
+    need(cfg.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
+         f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     need(cfg.pad_mode in ("reflect", "zeros"), f"pad_mode must be reflect or zeros, got {cfg.pad_mode!r}")
     need(0 <= cfg.cutout <= 32, f"cutout must be between 0 and 32 pixels, got {cfg.cutout}")
     need(cfg.width >= 1, f"width must be at least 1, got {cfg.width}")
@@ -402,8 +409,9 @@ def main(**overrides) -> dict:
                  f"python train.py --resume {paths['checkpoint.pt']}") if done else "no epoch had finished; start again"
         raise Interrupted(f"interrupted; {where}") from None
     except torch.cuda.OutOfMemoryError:
-        raise UsageError(f"out of memory on {rt.device} at batch size {cfg.batch_size}: try a smaller "
-                         f"--batch-size (e.g. {max(1, cfg.batch_size // 2)}) or --eval-batch-size") from None
+        raise UsageError(f"out of memory on {rt.device} at batch size {cfg.batch_size}: try --batch-size "
+                         f"{max(1, cfg.batch_size // 2)} (or a smaller --eval-batch-size if it failed "
+                         "while evaluating)") from None
 
     record["timings"]["total_seconds"] = time.perf_counter() - t_start
     final = record["history"][-1]
@@ -536,7 +544,7 @@ def parse_args(argv):
         epilog="examples:\n  python train.py\n  python train.py --synthetic --epochs 2\n"
                "  python train.py --lr-max 0.4 --lr-min 0.04 --epochs 12 --peak-epoch 3\n"
                "  python train.py --resume out/checkpoint.pt",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         kind = f.type if isinstance(f.type, type) else None

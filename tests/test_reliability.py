@@ -1,0 +1,227 @@
+"""Nothing lost, nothing executed: checkpoints, exact resume, interrupts, hostile files, errors."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train
+import utils
+from custom_resnet import CustomResNet
+from utils import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(synthetic=True, synthetic_train=256, synthetic_test=128, width=8, batch_size=64,
+            eval_batch_size=128, precision="fp32", device="cpu", progress=False, plots=False,
+            lr_min=0.02, lr_max=0.2, epochs=3, peak_epoch=1)
+
+
+def comparable(record):
+    """The parts of a record that must be identical between runs (not the timings)."""
+    hist = [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in record["history"]]
+    return hist, record["lr_schedule"], record.get("test_accuracy")
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    record = train.main(**TINY, out_dir=str(out))
+    return record, weights(out / "model.pt")
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact resume
+
+def interrupt_in_epoch(monkeypatch, epoch):
+    """Make train_one_epoch finish epoch `epoch` (so the weights in memory move on), then raise
+    KeyboardInterrupt as Ctrl-C would, before that epoch is checkpointed."""
+    original = train.train_one_epoch
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        result = original(*args, **kwargs)
+        if calls["n"] == epoch:
+            raise KeyboardInterrupt
+        return result
+    monkeypatch.setattr(train, "train_one_epoch", wrapped)
+
+
+@pytest.mark.parametrize("stop_in_epoch", [2, 3])
+def test_resume_after_any_epoch_is_bit_identical_to_an_uninterrupted_run(
+        tmp_path, monkeypatch, uninterrupted, stop_in_epoch):
+    full_record, full_weights = uninterrupted
+    interrupt_in_epoch(monkeypatch, stop_in_epoch)
+    with pytest.raises(train.Interrupted, match="--resume") as e:
+        train.main(**TINY, out_dir=str(tmp_path))
+    assert f"epoch {stop_in_epoch - 1}" in str(e.value)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and len(metrics["history"]) == stop_in_epoch - 1
+    assert not (tmp_path / "model.pt").exists()
+    monkeypatch.undo()
+
+    resumed = train.main(resume=str(tmp_path / "checkpoint.pt"), progress=False)
+    assert comparable(resumed) == comparable(full_record)
+    w = weights(tmp_path / "model.pt")
+    assert w.keys() == full_weights.keys()
+    assert all(torch.equal(w[k], full_weights[k]) for k in w), "weights differ after resume"
+
+
+def test_checkpoint_holds_everything_needed_to_resume(tmp_path):
+    train.main(**{**TINY, "epochs": 1, "peak_epoch": 1}, out_dir=str(tmp_path))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    for key in ("model", "optimizer", "scaler", "rng", "loader_epoch", "config", "epoch", "step",
+                "history", "lr_min", "lr_max", "lr_range_test"):
+        assert key in ckpt, key
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 4 and ckpt["loader_epoch"] == 1
+    assert ckpt["optimizer"]["state"], "momentum buffers must be saved"
+
+
+def test_resume_refuses_a_changed_setting_but_allows_output_settings(tmp_path, monkeypatch):
+    interrupt_in_epoch(monkeypatch, 2)
+    with pytest.raises(train.Interrupted):
+        train.main(**TINY, out_dir=str(tmp_path))
+    monkeypatch.undo()
+    path = str(tmp_path / "checkpoint.pt")
+    with pytest.raises(UsageError, match="made with epochs=3.*epochs=5"):
+        train.main(resume=path, epochs=5)
+    with pytest.raises(UsageError, match="width=8"):
+        train.main(resume=path, width=16)
+    r = train.main(resume=path, progress=False, out_dir=str(tmp_path / "elsewhere"))
+    assert r["status"] == "complete" and (tmp_path / "elsewhere" / "model.pt").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad checkpoints
+
+def test_resume_from_missing_garbage_or_foreign_files_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        train.main(resume=str(tmp_path / "nope.pt"))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(2000))
+    with pytest.raises(UsageError, match="not a readable checkpoint"):
+        train.main(resume=str(garbage))
+    foreign = tmp_path / "weights_only.pt"
+    torch.save(CustomResNet(width=8).state_dict(), foreign)
+    with pytest.raises(UsageError, match="not a checkpoint of this trainer"):
+        train.main(resume=str(foreign))
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": train.CHECKPOINT_FORMAT, "model": _Hostile(str(marker))}, evil)
+    with pytest.raises(UsageError, match="not a readable checkpoint"):
+        train.main(resume=str(evil))
+    assert not marker.exists()
+    # The CLI says so in one line.
+    out = subprocess.run([sys.executable, "train.py", "--resume", str(evil)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and not marker.exists()
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
+    train.main(**{**TINY, "epochs": 1, "peak_epoch": 1}, out_dir=str(tmp_path))
+    path = tmp_path / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"] = CustomResNet(width=16).state_dict()      # weights that do not fit width=8
+    torch.save(ckpt, path)
+    with pytest.raises(UsageError, match="do not fit CustomResNet"):
+        train.main(resume=str(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# Atomic files
+
+def test_a_failed_save_leaves_the_previous_file_whole_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    utils.atomic_torch_save({"v": torch.arange(3)}, path)
+
+    def crash(obj, f):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoi")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        utils.atomic_torch_save({"v": torch.arange(5)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["v"], torch.arange(3))
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Failures during training
+
+class NaNAfter(CustomResNet):
+    """A CustomResNet whose training forward returns NaN logits from its `bad_step`-th call."""
+    bad_step = 10
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.calls = 0
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.bad_step:
+                out = out * float("nan")
+        return out
+
+
+def test_a_non_finite_loss_stops_at_once_naming_epoch_step_and_lr(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "CustomResNet", NaNAfter)
+    cfg = {**TINY, "synthetic_train": 512, "epochs": 3}           # 8 steps per epoch
+    with pytest.raises(train.Diverged) as e:
+        train.main(**cfg, out_dir=str(tmp_path))
+    lr = train.one_cycle_lr(10, 24, 7, 0.02, 0.2)
+    msg = str(e.value)
+    assert "epoch 2" in msg and "step 10" in msg and f"LR {lr:.4g}" in msg
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values()
+                                       if v.is_floating_point())
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_cuda_out_of_memory_suggests_a_smaller_batch(tmp_path, monkeypatch):
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(train, "train_one_epoch", oom)
+    with pytest.raises(UsageError, match="--batch-size 32"):
+        train.main(**TINY, out_dir=str(tmp_path))
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path):
+    args = ["--synthetic", "--synthetic-train", "256", "--synthetic-test", "64", "--width", "8",
+            "--batch-size", "64", "--precision", "fp32", "--device", "cpu", "--no-plots",
+            "--no-progress", "--lr-max", "0.2", "--epochs", "400", "--out-dir", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while not (tmp_path / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err and len(err.strip().splitlines()) == 1
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and ckpt["epoch"] == len(metrics["history"]) >= 1

@@ -1,0 +1,217 @@
+"""train.py: the one-cycle schedule against torch's OneCycleLR, the command line, and short runs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from custom_resnet import CustomResNet
+from utils import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(synthetic=True, synthetic_train=512, synthetic_test=256, width=8, batch_size=64,
+            eval_batch_size=128, precision="fp32", device="cpu", progress=False, plots=False)
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------------------------
+# The schedule
+
+def torch_one_cycle_lrs(total, lr_min, lr_max, pct_start):
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr_min)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr_max, total_steps=total, pct_start=pct_start, anneal_strategy="linear",
+        div_factor=lr_max / lr_min, final_div_factor=1.0, three_phase=False, cycle_momentum=False)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])   # the LR the step uses
+        opt.step()
+        sched.step()
+    return lrs
+
+
+@pytest.mark.parametrize("epochs, peak_epoch, steps_per_epoch", [(24, 5, 97), (24, 5, 7), (2, 2 * 5 / 24, 5), (10, 2, 13)])
+def test_one_cycle_lr_equals_torch_one_cycle_at_every_step(epochs, peak_epoch, steps_per_epoch):
+    lr_min, lr_max = 0.04, 0.4
+    total = epochs * steps_per_epoch
+    peak = peak_epoch * steps_per_epoch - 1
+    ours = [train.one_cycle_lr(s, total, peak, lr_min, lr_max) for s in range(total)]
+    ref = torch_one_cycle_lrs(total, lr_min, lr_max, peak_epoch / epochs)
+    assert ours == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    assert ours[0] == pytest.approx(lr_min)                              # first step
+    if float(peak).is_integer():
+        assert ours[int(peak)] == pytest.approx(lr_max)                  # peak: last step of epoch 5
+    assert max(ours) <= lr_max * (1 + 1e-12)
+    assert ours[-1] == pytest.approx(lr_min)                             # last step
+    assert min(ours) >= lr_min * (1 - 1e-12)                             # no annihilation
+
+
+def test_one_cycle_lr_never_goes_below_lr_min_even_past_the_end():
+    # OneCycleLR extrapolates below LRMIN after its last step; ours stays at LRMIN.
+    assert train.one_cycle_lr(2400, 2328, 484, 0.04, 0.4) == 0.04
+
+
+def test_default_peak_is_5_of_24_epochs_and_scales_with_epochs():
+    assert train.make_config({}).peak_epoch == 5
+    assert train.make_config({"epochs": 12}).peak_epoch == 2.5
+    assert train.make_config({"epochs": 12, "peak_epoch": 3}).peak_epoch == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings and the command line
+
+def test_help_lists_every_setting():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for f in train.Config.__dataclass_fields__:
+        assert "--" + f.replace("_", "-") in out.stdout, f
+
+
+def test_unknown_flag_is_one_clear_line():
+    out = run_cli("--epoch", "3")
+    assert out.returncode == 2
+    assert "unrecognized arguments: --epoch" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_keyword_of_main_is_rejected_with_a_suggestion():
+    with pytest.raises(UsageError, match="'epoch'.*did you mean 'epochs'"):
+        train.main(epoch=3)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(batch_size=0), "batch_size must be at least 1"),
+    (dict(batch_size=-4), "batch_size must be at least 1"),
+    (dict(epochs=3, peak_epoch=5), "smaller than peak_epoch"),
+    (dict(lr_min=0.5, lr_max=0.1), "greater than lr_max"),
+    (dict(lr_max=0.0), "lr_max must be a positive number"),
+    (dict(lr_min=-0.1), "lr_min must be a positive number"),
+    (dict(lr_max=float("nan")), "lr_max must be a positive number"),
+    (dict(precision="fp8"), "precision"),
+    (dict(pad_mode="circular"), "pad_mode"),
+])
+def test_bad_settings_raise_usage_error(overrides, message):
+    with pytest.raises(UsageError, match=message):
+        train.make_config(overrides)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "batch_size must be at least 1"),
+    (["--epochs", "2", "--peak-epoch", "5"], "smaller than peak_epoch"),
+    (["--lr-min", "1", "--lr-max", "0.1"], "greater than lr_max"),
+    (["--lr-max", "-1"], "lr_max must be a positive number"),
+])
+def test_cli_prints_one_line_and_exits_2_for_bad_settings(args, message):
+    out = run_cli(*args)
+    assert out.returncode == 2 and message in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_a_missing_gpu_is_a_clear_error(tmp_path):
+    out = run_cli("--synthetic", "--device", "cuda", "--out-dir", str(tmp_path))
+    assert out.returncode == 2 and "no CUDA GPU" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_out_dir_that_cannot_be_created_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = run_cli("--synthetic", "--out-dir", str(blocker / "run"))
+    assert out.returncode == 2 and "cannot write to the output folder" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_cifar_offline_is_a_clear_error(tmp_path):
+    out = run_cli("--data-dir", str(tmp_path / "none"), "--no-download", "--out-dir", str(tmp_path / "o"))
+    assert out.returncode == 2 and "CIFAR-10 not found" in out.stderr and "--synthetic" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_truncated_batch_file_is_a_clear_error_from_the_cli(tmp_path):
+    from cifar_files import write_cifar_folder
+    write_cifar_folder(tmp_path, n_per_batch=2)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:100])
+    out = run_cli("--data-dir", str(tmp_path), "--no-download", "--out-dir", str(tmp_path / "o"))
+    assert out.returncode == 2 and "data_batch_3" in out.stderr and "Traceback" not in out.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Short runs
+
+def test_a_short_synthetic_run_learns_and_writes_metrics_and_weights(tmp_path):
+    r = train.main(**TINY, epochs=4, peak_epoch=1, lr_min=0.02, lr_max=0.2, out_dir=str(tmp_path))
+    assert r["status"] == "complete"
+    assert r["test_accuracy"] > 50          # chance is 10%
+    assert [h["epoch"] for h in r["history"]] == [1, 2, 3, 4]
+    assert r["history"][-1]["train_loss"] < r["history"][0]["train_loss"]
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["test_accuracy"] == r["test_accuracy"] and on_disk["lr_max"] == 0.2
+    for key in ("config", "runtime", "timings", "per_class_accuracy", "history", "lr_schedule"):
+        assert key in on_disk, key
+    assert on_disk["runtime"]["precision"] == "fp32" and on_disk["data"]["test_images"] == 256
+    assert set(on_disk["timings"]) >= {"train_seconds", "eval_seconds", "images_per_second", "compile_seconds"}
+    # The LR schedule recorded is the one-cycle schedule between the given LRs.
+    sched = on_disk["lr_schedule"]
+    assert len(sched) == 4 * 8 and sched[0] == pytest.approx(0.02) and max(sched) == pytest.approx(0.2)
+    model = CustomResNet(width=8)
+    model.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    # The saved weights reproduce the recorded test accuracy.
+    from data import DeviceLoader, synthetic_cifar10
+    d = synthetic_cifar10(512, 256, seed=0)
+    ev = train.evaluate(model, DeviceLoader(d.test_images, d.test_labels, 128, train=False, device="cpu"),
+                        train.utils.pick_runtime("cpu", "fp32"))
+    assert ev["correct"] == r["test_correct"]
+
+
+def test_subset_keeps_the_first_n_images(tmp_path):
+    r = train.main(**{**TINY, "synthetic_train": 600}, subset=192, epochs=1, lr_min=0.02, lr_max=0.2,
+                   out_dir=str(tmp_path))
+    assert r["data"]["train_images"] == 192 and r["data"]["test_images"] == 192
+    assert r["steps_per_epoch"] == 3
+
+
+def test_main_without_lrs_finds_them_records_them_and_trains_with_them(tmp_path):
+    r = train.main(**{**TINY, "plots": True}, epochs=2, lr_test_iters=12, out_dir=str(tmp_path))
+    rt = r["lr_range_test"]
+    assert r["lr_source"] == "range test" and len(rt["lrs"]) >= 2
+    assert r["lr_max"] == rt["lr_max"] and r["lr_min"] == pytest.approx(r["lr_max"] / 10)
+    assert "minimum of the smoothed loss" in rt["rule"]
+    sched = r["lr_schedule"]
+    assert sched[0] == pytest.approx(r["lr_min"]) and sched[-1] == pytest.approx(r["lr_min"])
+    assert max(sched) <= r["lr_max"] and max(sched) > 0.8 * r["lr_max"]
+    assert (tmp_path / "lr_range_test.png").stat().st_size > 10_000
+
+
+def test_one_given_lr_sets_the_other_by_the_factor(tmp_path):
+    r = train.main(**TINY, epochs=1, lr_max=0.3, out_dir=str(tmp_path))
+    assert r["lr_range_test"] is None and r["lr_min"] == pytest.approx(0.03)
+    r = train.main(**TINY, epochs=1, lr_min=0.01, lr_min_factor=20, out_dir=str(tmp_path))
+    assert r["lr_max"] == pytest.approx(0.2)
+
+
+def test_a_full_run_makes_every_picture(tmp_path):
+    import matplotlib.image
+    train.main(**{**TINY, "plots": True}, epochs=2, lr_min=0.02, lr_max=0.2, out_dir=str(tmp_path))
+    for name in ["curves.png", "lr_schedule.png", "misclassified.png", "gradcam.png", "confusion.png"]:
+        img = matplotlib.image.imread(tmp_path / name)
+        assert img.std() > 0.02, name
+
+
+def test_the_same_seed_gives_bit_identical_cpu_fp32_runs(tmp_path):
+    a = train.main(**TINY, epochs=1, lr_min=0.02, lr_max=0.2, seed=3, out_dir=str(tmp_path / "a"))
+    b = train.main(**TINY, epochs=1, lr_min=0.02, lr_max=0.2, seed=3, out_dir=str(tmp_path / "b"))
+    wa = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    wb = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
+    c = train.main(**TINY, epochs=1, lr_min=0.02, lr_max=0.2, seed=4, out_dir=str(tmp_path / "c"))
+    wc = torch.load(tmp_path / "c" / "model.pt", weights_only=True)
+    assert not torch.equal(wa["prep.conv.weight"], wc["prep.conv.weight"])
