@@ -245,48 +245,74 @@ def synthetic_cifar10(n_train=2560, n_test=1000, seed=0, noise=0.35) -> Cifar10:
 
 # ----------------------------------------------------------------------------------------------
 # Augmentation of whole batches (pure functions of the random draws, so each is testable)
+#
+## How the crop and flip cost one memory copy: each image is padded once, when the loader is made,
+## and stored twice, as itself and mirrored, pixels last: (N, 2, 40, 40, 3) uint8. A random crop
+## of the padded image is then 32 rows of 32 consecutive pixels, and a row of 32 pixels is 96
+## consecutive bytes. `rows_view` sees the store as overlapping 96-byte windows, one starting at
+## every pixel, so a batch is ONE index_select of 32 windows per image: no per-image Python, no
+## padded copy per epoch, and the flip is only the choice of the mirrored copy.
 
-def crop_flip_indices(dy, dx, flip, size=32, pad=4, pad_mode="reflect"):
-    """Source rows and columns for RandomCrop(size, padding=pad) >> FlipLR, without padding.
+def pad_and_mirror(images, pad=4, pad_mode="reflect"):
+    """uint8 (N, 3, H, W) -> (N, 2, H + 2 pad, W + 2 pad, 3): each image padded, then mirrored.
 
-    dy, dx: (B,) offsets of the crop in the padded image, in 0..2*pad; flip: (B,) bool.
-    Returns rows (B, size), cols (B, size) into the unpadded image and valid (B, size, size),
-    False where the crop reads padding. With pad_mode "reflect" the padding mirrors the border
-    without repeating it (numpy/torch "reflect"); with "zeros" invalid pixels become black.
+    pad_mode "reflect" mirrors the border without repeating it (Page's cifar10-fast, airbench);
+    "zeros" pads with black, as torchvision's RandomCrop(padding=4) does by default.
     """
-    i = torch.arange(size, device=dy.device)
-    rows = i[None, :] + dy[:, None] - pad                        # (B, size)
-    cols = torch.where(flip[:, None], size - 1 - i[None, :], i[None, :]) + dx[:, None] - pad
-    valid = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    x = images
     if pad_mode == "reflect":
-        rows, cols = (_reflect(t, size) for t in (rows, cols))
-        valid = torch.ones_like(valid)
+        x = torch.cat([x[..., 1:pad + 1].flip(-1), x, x[..., -pad - 1:-1].flip(-1)], dim=-1)
+        x = torch.cat([x[..., 1:pad + 1, :].flip(-2), x, x[..., -pad - 1:-1, :].flip(-2)], dim=-2)
     else:
-        rows, cols = rows.clamp(0, size - 1), cols.clamp(0, size - 1)
-    return rows, cols, valid
+        x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    return torch.stack([x, x.flip(-1)], dim=1).permute(0, 1, 3, 4, 2).contiguous()
 
 
-def _reflect(index, size):
-    index = index.abs()                                          # -k -> k
-    return torch.where(index > size - 1, 2 * (size - 1) - index, index)
+def rows_view(store, size=32):
+    """Overlapping windows of `size` pixels (3 bytes each), one window starting at every pixel of
+    `store`: shape (pixels - size + 1, 3 * size), strides (3, 1). Read-only use."""
+    flat = store.reshape(-1)
+    return flat.as_strided((flat.numel() // 3 - size + 1, 3 * size), (3, 1))
 
 
-def cutout_mask(cy, cx, size=32, length=8):
-    """(B, size, size) bool, True inside a length x length square centred at (cy, cx).
+def crop_flip_rows(index, dy, dx, flip, padded_size=40, size=32, pad=4):
+    """First pixel in the store of every output row: (B, size) int64.
 
-    The centre may lie anywhere in the image, so the square is clipped at the borders, as in
-    DeVries & Taylor, "Improved Regularization of CNNs with Cutout" (1708.04552).
+    index: (B,) images; dy, dx: (B,) crop offsets in the padded image, 0..2 pad; flip: (B,) bool.
+    Crop-then-flip equals flip-then-crop at the mirrored offset 2 pad - dx, so a flipped image
+    reads the mirrored copy there.
     """
-    i = torch.arange(size, device=cy.device)
-    in_y = (i[None, :] >= cy[:, None] - length // 2) & (i[None, :] < cy[:, None] + length - length // 2)
-    in_x = (i[None, :] >= cx[:, None] - length // 2) & (i[None, :] < cx[:, None] + length - length // 2)
-    return in_y[:, :, None] & in_x[:, None, :]
+    dx = torch.where(flip, 2 * pad - dx, dx)
+    r = torch.arange(size, device=index.device)
+    image_start = (index * 2 + flip.long()) * padded_size                       # (B,) first row
+    return ((image_start + dy)[:, None] + r[None, :]) * padded_size + dx[:, None]
+
+
+def crop_flip(store, index, dy, dx, flip, size=32):
+    """RandomCrop >> FlipLR of images `index` as uint8 (B, size, size, 3), pixels last."""
+    pad = (store.shape[2] - size) // 2
+    starts = crop_flip_rows(index, dy, dx, flip, store.shape[2], size, pad)     # (B, size)
+    rows = torch.index_select(rows_view(store, size), 0, starts.reshape(-1))  # (B * size, 3 size)
+    return rows.view(len(index), size, size, 3)
+
+
+def cutout_pixels(cy, cx, size=32, length=8):
+    """Flat pixel indices (B, length, length) of a length x length square centred at (cy, cx).
+
+    The centre may lie anywhere in the image, so the square is clipped at the borders (DeVries &
+    Taylor, "Improved Regularization of CNNs with Cutout", 1708.04552); clipping by clamping
+    repeats border pixels, which are inside the clipped square anyway.
+    """
+    o = torch.arange(length, device=cy.device) - length // 2
+    ys = (cy[:, None] + o[None, :]).clamp(0, size - 1)                         # (B, length)
+    xs = (cx[:, None] + o[None, :]).clamp(0, size - 1)
+    return ys[:, :, None] * size + xs[:, None, :]
 
 
 class DeviceLoader:
     """Batches of a dataset held on the device, augmented there.
 
-    images: uint8 (N, 3, 32, 32); labels: int64 (N,). Yields (x, y): x float32 (B, 3, 32, 32),
+    images: uint8 (N, 3, 32, 32); labels: int64 (N,). Yields (x, y): x (B, 3, 32, 32) of `dtype`,
     normalised with the CIFAR-10 mean and std, in channels_last memory; y int64 (B,).
 
     train=True: each pass reshuffles and applies RandomCrop 32 after padding 4 >> FlipLR >>
@@ -296,64 +322,71 @@ class DeviceLoader:
     resumed at any epoch with the same data order (`loader.epoch` counts passes).
     """
 
-    def __init__(self, images, labels, batch_size, *, train, device, seed=0,
-                 pad_mode="reflect", cutout=8, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+    def __init__(self, images, labels, batch_size, *, train, device, seed=0, pad_mode="reflect",
+                 cutout=8, dtype=torch.float32, mean=CIFAR10_MEAN, std=CIFAR10_STD):
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
         if pad_mode not in ("reflect", "zeros"):
             raise UsageError(f"pad_mode must be 'reflect' or 'zeros', got {pad_mode!r}")
-        if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(labels):
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3 or len(images) != len(labels):
             raise UsageError(f"images must be uint8 (N, 3, H, W) with one label each; got "
                              f"{images.dtype} {tuple(images.shape)} and {len(labels)} labels")
         self.device = torch.device(device)
-        self.images = images.to(self.device)                       # stays uint8: 4x less memory
+        self.images = images.to(self.device)                       # uint8: 4x less memory than float
         self.labels = labels.to(self.device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
-        self.pad_mode, self.cutout = pad_mode, cutout
-        # x_norm = (x/255 - mean)/std = x * scale + shift, one fused multiply-add per element.
-        std_t = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
-        self.scale = 1 / (255 * std_t)
-        self.shift = -torch.tensor(mean, device=self.device).view(1, 3, 1, 1) / std_t
+        self.cutout, self.dtype = cutout, dtype
+        # x_norm = (x/255 - mean)/std = x * scale + shift, per channel: (3,).
+        std_t = torch.tensor(std, device=self.device)
+        self.scale = (1 / (255 * std_t)).to(dtype)
+        self.shift = (-torch.tensor(mean, device=self.device) / std_t).to(dtype)
+        ## The same, repeated along a row of 32 pixels-last pixels: (96,). Broadcasting over an
+        ## inner dimension of 96 vectorises; over one of 3 it runs ~3x slower on the CPU.
+        self.row_scale, self.row_shift = self.scale.repeat(32), self.shift.repeat(32)
         self.epoch = 0
-        if train and len(self) == 0:
-            raise UsageError(f"{len(images)} training images make no full batch of {batch_size}: "
-                             "use a smaller --batch-size or more data")
+        if train:
+            self.store = pad_and_mirror(self.images, 4, pad_mode)   # (N, 2, 40, 40, 3), made once
+            if len(self) == 0:
+                raise UsageError(f"{len(images)} training images make no full batch of {batch_size}: "
+                                 "use a smaller --batch-size or more data")
 
     def __len__(self):
         n = len(self.images)
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
     def normalize(self, x_uint8):
-        return x_uint8.float() * self.scale + self.shift
+        """uint8 (B, 3, H, W) -> normalised `dtype`, channels_last."""
+        x = x_uint8.to(self.dtype, memory_format=torch.channels_last)
+        return x.mul_(self.scale[:, None, None]).add_(self.shift[:, None, None])   # (B, 3, H, W)
 
     def __iter__(self):
         epoch, self.epoch = self.epoch, self.epoch + 1
         if not self.train:
             for start in range(0, len(self.images), self.batch_size):
-                x = self.normalize(self.images[start:start + self.batch_size])
-                yield x.contiguous(memory_format=torch.channels_last), self.labels[start:start + self.batch_size]
+                sel = slice(start, start + self.batch_size)
+                yield self.normalize(self.images[sel]), self.labels[sel]
             return
         yield from self._train_batches(epoch)
 
     def _train_batches(self, epoch):
-        # All the draws of one pass at once: one permutation and a few (N,) tensors.
+        # Every draw of the pass at once: a permutation and a few (N,) tensors.
         g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch)
-        n, dev = len(self.images), self.device
+        n, dev, b = len(self.images), self.device, self.batch_size
         order = torch.randperm(n, generator=g, device=dev)
         dy, dx = torch.randint(0, 9, (2, n), generator=g, device=dev)
         flip = torch.rand(n, generator=g, device=dev) < 0.5
         cy, cx = torch.randint(0, 32, (2, n), generator=g, device=dev)
-        channel = torch.arange(3, device=dev)[None, :, None, None]
-        for b in range(len(self)):
-            sel = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            idx = order[sel]
-            rows, cols, valid = crop_flip_indices(dy[sel], dx[sel], flip[sel], pad_mode=self.pad_mode)
-            # One gather does crop and flip: (B,1,1,1), (1,3,1,1), (B,1,32,1), (B,1,1,32) -> (B,3,32,32)
-            x = self.images[idx[:, None, None, None], channel, rows[:, None, :, None], cols[:, None, None, :]]
-            if self.pad_mode == "zeros":
-                x = x * valid[:, None]                              # black padding, as torchvision's
-            x = self.normalize(x)
+        starts = crop_flip_rows(order, dy, dx, flip)                          # (N, 32)
+        rows = rows_view(self.store)
+        if self.cutout:
+            # Pixel index within its batch, for index_fill_ on the (B * 1024, 3) view of a batch.
+            slot = torch.arange(n, device=dev) % b
+            cut = (cutout_pixels(cy, cx, length=self.cutout) + (slot * 1024)[:, None, None]).flatten(1)
+        for i in range(len(self)):
+            sel = slice(i * b, (i + 1) * b)
+            x = torch.index_select(rows, 0, starts[sel].reshape(-1))          # (B * 32, 96) uint8
+            x = x.to(self.dtype).mul_(self.row_scale).add_(self.row_shift).view(b, 32, 32, 3)
             if self.cutout:
                 # Cutout zeroes the normalised image (the mean colour), as DeVries & Taylor do.
-                x = x.masked_fill(cutout_mask(cy[sel], cx[sel], length=self.cutout)[:, None], 0.0)
-            yield x.contiguous(memory_format=torch.channels_last), self.labels[idx]
+                x.view(-1, 3).index_fill_(0, cut[sel].reshape(-1), 0)
+            yield x.permute(0, 3, 1, 2), self.labels[order[sel]]              # channels_last

@@ -185,16 +185,17 @@ def test_synthetic_data_is_cifar_shaped_and_reproducible():
 @pytest.mark.parametrize("pad_mode, torch_mode", [("reflect", "reflect"), ("zeros", "constant")])
 def test_crop_is_a_window_of_the_padded_image_and_flip_mirrors_it(pad_mode, torch_mode):
     torch.manual_seed(0)
-    img = torch.randint(1, 256, (3, 32, 32), dtype=torch.uint8)
-    padded = F.pad(img[None].float(), (4, 4, 4, 4), mode=torch_mode)[0]       # (3, 40, 40)
+    images = torch.randint(1, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    padded = F.pad(images.float(), (4, 4, 4, 4), mode=torch_mode)                # (2, 3, 40, 40)
+    store = data.pad_and_mirror(images, 4, pad_mode)
+    assert store.shape == (2, 2, 40, 40, 3) and store.dtype == torch.uint8
     dy, dx = torch.meshgrid(torch.arange(9), torch.arange(9), indexing="ij")
-    dy, dx = dy.flatten().repeat(2), dx.flatten().repeat(2)                  # all 81 offsets
-    flip = torch.arange(162) >= 81                                           # without and with flip
-    rows, cols, valid = data.crop_flip_indices(dy, dx, flip, pad_mode=pad_mode)
-    out = img[:, rows[:, None, :, None], cols[:, None, None, :]]             # (3, 162, 1, 32, 32)
-    out = out[:, :, 0].permute(1, 0, 2, 3).float() * valid[:, None]          # (162, 3, 32, 32)
-    for k in range(162):
-        window = padded[:, dy[k]:dy[k] + 32, dx[k]:dx[k] + 32]
+    dy, dx = dy.flatten().repeat(4), dx.flatten().repeat(4)                   # all 81 offsets
+    flip = (torch.arange(324) // 81) % 2 == 1                                 # without, with flip
+    index = torch.arange(324) // 162                                          # both images
+    out = data.crop_flip(store, index, dy, dx, flip).permute(0, 3, 1, 2).float()   # (324, 3, 32, 32)
+    for k in range(324):
+        window = padded[index[k], :, dy[k]:dy[k] + 32, dx[k]:dx[k] + 32]
         if flip[k]:
             window = window.flip(-1)
         assert torch.equal(out[k], window), (pad_mode, int(dy[k]), int(dx[k]), bool(flip[k]))
@@ -203,12 +204,15 @@ def test_crop_is_a_window_of_the_padded_image_and_flip_mirrors_it(pad_mode, torc
 def test_cutout_zeroes_one_8x8_square_clipped_at_the_borders():
     cy = torch.tensor([16, 0, 31, 3, 28])
     cx = torch.tensor([16, 0, 31, 30, 2])
-    mask = data.cutout_mask(cy, cx, length=8)
-    assert mask.shape == (5, 32, 32)
+    pixels = data.cutout_pixels(cy, cx, length=8)                  # (5, 8, 8) flat indices
+    mask = torch.zeros(5, 1024, dtype=torch.bool)
+    mask.scatter_(1, pixels.flatten(1), True)
+    mask = mask.view(5, 32, 32)
+    # The square is [c - 4, c + 4) in each direction, clipped at the image's border.
     assert mask.sum((1, 2)).tolist() == [64, 16, 5 * 5, 7 * 6, 8 * 6]
-    # The square is [c - 4, c + 4) in each direction, clipped.
-    assert mask[0, 12:20, 12:20].all() and mask[0].sum() == 64
+    assert mask[0, 12:20, 12:20].all()
     assert mask[1, :4, :4].all() and mask[2, 27:, 27:].all()
+    assert mask[3, 0:7, 26:32].all() and mask[4, 24:32, 0:6].all()
 
 
 def _loader(images, labels, **kw):

@@ -1,0 +1,222 @@
+"""Speed of this repository's training path, measured side by side with the conventional one.
+
+    python bench.py --quick      # about 3 minutes on a 2-core CPU
+    python bench.py              # full sizes; on CUDA also the whole 24-epoch recipe
+
+Every row of the table is measured in the same run on the same machine:
+  1. augmentation: one epoch of batches from DeviceLoader against torchvision.transforms.v2
+     per-sample transforms in a DataLoader with 0 and 2 workers;
+  2. training throughput: our step (automatic precision, channels_last) against a naive fp32 NCHW
+     eager step of the same network and batch size;
+  3. loop overhead: a training epoch of train.py's loop against the sum of its bare steps;
+  4. CUDA only: the full recipe (24 epochs, CIFAR-10-sized synthetic data, fixed LRs), eager and
+     with torch.compile, against the arithmetic floor;
+  5. peak memory.
+Nothing here is a test: tests/ checks correctness, this file measures speed.
+"""
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import data as cifar
+import train
+import utils
+from custom_resnet import CustomResNet
+
+TRAIN_GFLOP_PER_IMAGE = 2.27    # forward + backward of the ResNet-9 at 32x32 (SPEC.md section 5)
+EVAL_GFLOP_PER_IMAGE = 0.76     # forward only
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Augmentation
+
+class Cutout:
+    """Per-sample Cutout for the conventional pipeline: zero one 8x8 square (DeVries & Taylor)."""
+
+    def __init__(self, length=8):
+        self.length = length
+
+    def __call__(self, img):                                   # (3, 32, 32)
+        cy, cx = torch.randint(0, img.shape[-2], (1,)).item(), torch.randint(0, img.shape[-1], (1,)).item()
+        h = self.length // 2
+        img = img.clone()
+        img[:, max(0, cy - h):cy + h, max(0, cx - h):cx + h] = 0
+        return img
+
+
+class PerSampleDataset(torch.utils.data.Dataset):
+    def __init__(self, images, labels):
+        from torchvision.transforms import v2
+        self.images, self.labels = images, labels
+        self.transform = v2.Compose([
+            v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), Cutout(8),
+            v2.ToDtype(torch.float32, scale=True), v2.Normalize(cifar.CIFAR10_MEAN, cifar.CIFAR10_STD)])
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def seconds_per_epoch(batches):
+    t = time.perf_counter()
+    n = 0
+    for x, y in batches:
+        n += len(y)
+    return time.perf_counter() - t, n
+
+
+def bench_augmentation(images, labels, rt, batch_size, rows):
+    loader = cifar.DeviceLoader(images, labels, batch_size, train=True, device=rt.device)
+    seconds_per_epoch(loader)                                  # warm-up pass
+    ours = min(seconds_per_epoch(loader)[0] for _ in range(3))
+    if rt.device.type == "cuda":
+        rt.sync()
+    rows.append(("augment: DeviceLoader epoch", f"{ours:.3f} s", f"{len(images):,} images on {rt.device}"))
+    for workers in (0, 2):
+        dl = torch.utils.data.DataLoader(PerSampleDataset(images, labels), batch_size=batch_size,
+                                         shuffle=True, drop_last=True, num_workers=workers,
+                                         persistent_workers=False)
+        conventional, _ = seconds_per_epoch(dl)
+        rows.append((f"augment: torchvision v2, {workers} workers", f"{conventional:.3f} s",
+                     f"DeviceLoader is {conventional / ours:.1f}x faster"))
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Training throughput
+
+def time_steps(step, warmup, steps, rt):
+    for _ in range(warmup):
+        step()
+    timer = rt.timer().start()
+    for _ in range(steps):
+        step()
+    return timer.stop() / steps
+
+
+def make_step(model, x, y, rt, use_amp):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    scaler = rt.grad_scaler() if use_amp else torch.amp.GradScaler(rt.device.type, enabled=False)
+
+    def step():
+        with (rt.autocast() if use_amp else torch.autocast(rt.device.type, enabled=False)):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    return step
+
+
+def bench_throughput(rt, batch_size, warmup, steps, rows):
+    torch.manual_seed(0)
+    x = torch.randn(batch_size, 3, 32, 32, device=rt.device)
+    y = torch.randint(0, 10, (batch_size,), device=rt.device)
+    naive = CustomResNet().to(rt.device)                                 # fp32, NCHW
+    naive_s = time_steps(make_step(naive, x, y, rt, use_amp=False), warmup, steps, rt)
+    ours_model = CustomResNet().to(rt.device, memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    ours_s = time_steps(make_step(ours_model, x_cl, y, rt, use_amp=True), warmup, steps, rt)
+    rows.append(("train step: naive fp32 NCHW", f"{batch_size / naive_s:,.0f} img/s", f"{naive_s:.3f} s/step"))
+    rows.append((f"train step: ours ({rt.precision}, channels_last)", f"{batch_size / ours_s:,.0f} img/s",
+                 f"{ours_s:.3f} s/step, {naive_s / ours_s:.2f}x the naive loop"))
+    return ours_s
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Loop overhead
+
+def bench_loop_overhead(rt, n_images, batch_size, rows):
+    d = cifar.synthetic_cifar10(n_images, 16)
+    loader = cifar.DeviceLoader(d.train_images, d.train_labels, batch_size, train=True, device=rt.device)
+    torch.manual_seed(0)
+    model = CustomResNet().to(rt.device, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    scaler = rt.grad_scaler()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    batches = list(loader)                       # pre-made batches: the bare steps read nothing
+    step = make_step(model, *batches[0], rt, use_amp=True)
+    step()                                       # warm-up (allocations, kernel choice)
+    bare = 0.0
+    for x, y in batches:
+        st = make_step(model, x, y, rt, use_amp=True)
+        t = rt.timer().start()
+        st()
+        bare += t.stop()
+    t = rt.timer().start()
+    train.train_one_epoch(model, loader, opt, scaler, rt, loss_fn, lambda s: 0.01, 0, progress=True,
+                          desc="loop overhead epoch")
+    full = t.stop()
+    rows.append(("loop: train.py epoch vs bare steps", f"{100 * (full / bare - 1):+.1f} %",
+                 f"{full:.2f} s vs {bare:.2f} s over {len(batches)} steps (goal <= 5%)"))
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. The whole recipe, CUDA only
+
+def bench_recipe(rt, compile, rows):
+    r = train.main(synthetic=True, synthetic_train=50_000, synthetic_test=10_000, lr_min=0.04, lr_max=0.4,
+                   plots=False, progress=False, compile=compile, device=str(rt.device),
+                   out_dir=f"/tmp/bench_recipe_{'compiled' if compile else 'eager'}")
+    tm = r["timings"]
+    images = r["steps_per_epoch"] * r["config"]["batch_size"] * r["config"]["epochs"]
+    tflops = images * TRAIN_GFLOP_PER_IMAGE / tm["train_seconds"] / 1000
+    label = "compiled" if compile else "eager"
+    rows.append((f"recipe 24 epochs, {label}", f"{tm['train_seconds']:.1f} s train",
+                 f"{tm['images_per_second']:,.0f} img/s, {tflops:.0f} TFLOP/s, eval {tm['eval_seconds']:.1f} s, "
+                 f"compile {tm['compile_seconds']:.0f} s ({rt.describe().get('gpu')})"))
+
+
+# ----------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller sizes: about 3 minutes on a 2-core CPU")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--json", default="", help="also write the rows to this JSON file")
+    a = p.parse_args(argv)
+    rt = utils.pick_runtime(a.device, a.precision)
+    gpu = rt.device.type == "cuda"
+    n_aug = 10_000 if a.quick else 50_000
+    rows = []
+    print(f"bench.py on {rt.device} ({rt.describe().get('gpu', platform.processor() or platform.machine())}), "
+          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}, precision {rt.precision}",
+          flush=True)
+    d = cifar.synthetic_cifar10(n_aug, 16)
+    bench_augmentation(d.train_images, d.train_labels, rt, a.batch_size, rows)
+    print(*rows[-3:], sep="\n", flush=True)
+    warmup, steps = (1, 3) if a.quick or not gpu else (10, 50)
+    bench_throughput(rt, a.batch_size, warmup, steps, rows)
+    print(*rows[-2:], sep="\n", flush=True)
+    loop_images = (10 if a.quick or not gpu else 97) * a.batch_size
+    bench_loop_overhead(rt, loop_images, a.batch_size, rows)
+    print(rows[-1], flush=True)
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+        bench_recipe(rt, compile=False, rows=rows)
+        if not a.quick:
+            bench_recipe(rt, compile=True, rows=rows)
+        rows.append(("peak CUDA memory allocated", f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", ""))
+    else:
+        rows.append(("recipe 24 epochs (CUDA only)", "unmeasured", "no CUDA GPU here"))
+    rows.append(("peak CPU RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", ""))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    print("\n" + "  ".join(h.ljust(w) for h, w in zip(("row", "result", "detail"), width)))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"argv": sys.argv, "runtime": rt.describe(), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
