@@ -376,17 +376,15 @@ class DeviceLoader:
         dy, dx = torch.randint(0, 9, (2, n), generator=g, device=dev)
         flip = torch.rand(n, generator=g, device=dev) < 0.5
         cy, cx = torch.randint(0, 32, (2, n), generator=g, device=dev)
-        starts = crop_flip_rows(order, dy, dx, flip)                          # (N, 32)
         rows = rows_view(self.store)
-        if self.cutout:
-            # Pixel index within its batch, for index_fill_ on the (B * 1024, 3) view of a batch.
-            slot = torch.arange(n, device=dev) % b
-            cut = (cutout_pixels(cy, cx, length=self.cutout) + (slot * 1024)[:, None, None]).flatten(1)
+        slot = torch.arange(b, device=dev)[:, None, None] * 1024      # first pixel of each image
         for i in range(len(self)):
             sel = slice(i * b, (i + 1) * b)
-            x = torch.index_select(rows, 0, starts[sel].reshape(-1))          # (B * 32, 96) uint8
+            starts = crop_flip_rows(order[sel], dy[sel], dx[sel], flip[sel])  # (B, 32)
+            x = torch.index_select(rows, 0, starts.reshape(-1))               # (B * 32, 96) uint8
             x = x.to(self.dtype).mul_(self.row_scale).add_(self.row_shift).view(b, 32, 32, 3)
             if self.cutout:
                 # Cutout zeroes the normalised image (the mean colour), as DeVries & Taylor do.
-                x.view(-1, 3).index_fill_(0, cut[sel].reshape(-1), 0)
+                cut = cutout_pixels(cy[sel], cx[sel], length=self.cutout) + slot  # (B, L, L)
+                x.view(-1, 3).index_fill_(0, cut.reshape(-1), 0)
             yield x.permute(0, 3, 1, 2), self.labels[order[sel]]              # channels_last
