@@ -23,6 +23,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 import data as cifar
 import lr_finder
@@ -233,7 +234,6 @@ def train_one_epoch(model, loader, optimizer, scaler, rt, loss_fn, lr_at, first_
     waits for the device only there. Raises FloatingPointError(step) at the first read after a
     non-finite loss. Returns (mean loss, accuracy %).
     """
-    from tqdm import tqdm
     model.train()
     loss_sum = torch.zeros((), device=rt.device)
     correct = torch.zeros((), device=rt.device, dtype=torch.long)
@@ -400,7 +400,8 @@ def main(**overrides) -> dict:
                      "lr_source": how, "lr_range_test": result.to_dict() if result else None}
         record.update({k: state[k] for k in ("lr_min", "lr_max", "lr_source", "lr_range_test")})
         record["history"] = state["history"]
-        fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record, paths, log)
+        last_eval = fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record,
+                        paths, log)
     except KeyboardInterrupt:
         record["status"] = "interrupted"
         utils.atomic_write_json(record, paths["metrics.json"])
@@ -417,10 +418,11 @@ def main(**overrides) -> dict:
     final = record["history"][-1]
     record.update(status="complete", test_accuracy=final["test_acc"], test_correct=final["test_correct"])
     utils.atomic_torch_save(model.state_dict(), paths["model.pt"])
+    if last_eval is None:                  # resumed from a finished run: nothing was evaluated
+        last_eval = evaluate(model, test_loader, rt)
+    cm = add_class_accuracy(record, data, last_eval["preds"])
     if cfg.plots:
-        make_report(cfg, rt, model, test_loader, data, record, log)
-    else:
-        add_class_accuracy(record, data, evaluate(model, test_loader, rt)["preds"])
+        make_report(cfg, rt, model, test_loader, data, record, last_eval, cm, log)
     utils.atomic_write_json(record, paths["metrics.json"])
     log(f"test accuracy {record['test_accuracy']:.2f}% ({record['test_correct']}/{final['test_n']}); "
         f"LRMIN {record['lr_min']:.4g}, LRMAX {record['lr_max']:.4g}; outputs in {cfg.out_dir}")
@@ -428,7 +430,8 @@ def main(**overrides) -> dict:
 
 
 def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record, paths, log):
-    """The epoch loop: train, evaluate, checkpoint and metrics after every epoch."""
+    """The epoch loop: train, evaluate, checkpoint and metrics after every epoch.
+    Returns the last epoch's evaluation (None when no epoch was left to run)."""
     steps_per_epoch = len(train_loader)
     total = cfg.epochs * steps_per_epoch
     peak = cfg.peak_epoch * steps_per_epoch - 1
@@ -437,6 +440,7 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
                   lr_schedule=[lr_at(s) for s in range(total)])
     train_model, record["timings"]["compile_seconds"] = maybe_compile(cfg, model, optimizer, scaler, rt,
                                                                       loss_fn, train_loader, test_loader)
+    ev = None
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         timer = rt.timer().start()
         try:
@@ -467,6 +471,7 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
         update_timings(record, steps_per_epoch * cfg.batch_size)
         save_checkpoint(paths["checkpoint.pt"], model, optimizer, scaler, train_loader, cfg, state)
         utils.atomic_write_json(record, paths["metrics.json"])
+    return ev
 
 
 def update_timings(record, images_per_epoch):
@@ -507,27 +512,26 @@ def add_class_accuracy(record, data, preds):
     return cm
 
 
-def make_report(cfg, rt, model, test_loader, data, record, log):
+def make_report(cfg, rt, model, test_loader, data, record, ev, cm, log):
+    """The pictures of SPEC section 3, from the final evaluation `ev` and confusion matrix `cm`."""
     import gradcam
     out = cfg.out_dir
-    ev = evaluate(model, test_loader, rt)
     preds, confs = ev["preds"].cpu(), ev["confidences"].float().cpu()
-    cm = add_class_accuracy(record, data, preds)
     wrong = (preds != data.test_labels).nonzero().flatten()
+    wrong = wrong[confs[wrong].argsort(descending=True, stable=True)]     # most confident mistakes first
     utils.plot_curves(record["history"], os.path.join(out, "curves.png"))
     utils.plot_lr_schedule(record["lr_schedule"], record["steps_per_epoch"], os.path.join(out, "lr_schedule.png"))
     utils.plot_confusion(cm, data.classes, os.path.join(out, "confusion.png"))
     utils.plot_misclassified(data.test_images[wrong], data.test_labels[wrong], preds[wrong], confs[wrong],
                              data.classes, os.path.join(out, "misclassified.png"))
     few = wrong[:10]
-    x = test_loader.normalize(data.test_images[few].to(rt.device)).contiguous(memory_format=torch.channels_last)
+    x = test_loader.normalize(data.test_images[few].to(rt.device))      # (10, 3, 32, 32)
     with gradcam.GradCAM(model, "layer3") as cam:
         cams_pred = cam(x, preds[few].to(rt.device)).cpu()
         cams_true = cam(x, data.test_labels[few].to(rt.device)).cpu()
     utils.plot_gradcam(data.test_images[few], cams_pred, cams_true, data.test_labels[few], preds[few],
                        data.classes, os.path.join(out, "gradcam.png"))
-    log(f"plots saved in {out}: curves.png lr_schedule.png lr_range_test.png misclassified.png "
-        "gradcam.png confusion.png")
+    log(f"plots saved in {out}: " + " ".join(sorted(f for f in os.listdir(out) if f.endswith(".png"))))
 
 
 # ==============================================================================================
@@ -562,8 +566,8 @@ def cli(argv=None) -> int:
     overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         main(**overrides)
-    except KeyboardInterrupt:            # before training started: nothing to keep
-        print("interrupted before training started", file=sys.stderr)
+    except KeyboardInterrupt:            # outside the epoch loop: before training, or while plotting
+        print("interrupted; no training epoch was in progress", file=sys.stderr)
         return Interrupted.exit_code
     except UsageError as e:
         label = "interrupted" if isinstance(e, Interrupted) else "error"

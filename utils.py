@@ -55,7 +55,7 @@ class Runtime:
 
     def describe(self) -> dict:
         info = {"device": str(self.device), "precision": self.precision,
-                "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+                "torch": torch.__version__, "cpu": cpu_name(),
                 "cpu_threads": torch.get_num_threads()}
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
@@ -87,6 +87,17 @@ class DeviceTimer:
         if self.device.type == "mps":
             torch.mps.synchronize()
         return time.perf_counter() - self.begin
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_supports_bf16() -> bool:

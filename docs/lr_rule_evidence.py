@@ -33,12 +33,17 @@ def main():
     p.add_argument("--synthetic-train", type=int, default=10240)
     p.add_argument("--grid", type=str, default="0.025,0.05,0.1,0.2,0.4,0.8,1.6,3.2")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr-test-iters", type=int, default=100, help="as on CIFAR-10 (97 steps per epoch)")
     p.add_argument("--out", type=str, default="/tmp/lr_evidence")
     a = p.parse_args()
     common = dict(synthetic=True, synthetic_train=a.synthetic_train, width=a.width, epochs=a.epochs,
-                  seed=a.seed, out_dir=a.out)
+                  seed=a.seed, out_dir=a.out, lr_test_iters=a.lr_test_iters)
     found = run(**common)
     rt = found["lr_range_test"]
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "range_test.json"), "w") as f:
+        json.dump(rt, f)
+    lr_finder.plot_range_test(lr_finder.RangeTestResult(**rt), os.path.join(a.out, "range_test.png"))
     picks = {b: lr_finder.pick_lrs(rt["lrs"], rt["smoothed"], backoff=b, stop_reason=rt["stop_reason"])[0]
              for b in (1, 2, 3, 5, 10)}
     rows = [{"lr_max": "found", "value": found["lr_max"], "test_acc": found["test_accuracy"]}]
