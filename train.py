@@ -520,7 +520,8 @@ def make_report(cfg, rt, model, test_loader, data, record, ev, cm, log):
     wrong = (preds != data.test_labels).nonzero().flatten()
     wrong = wrong[confs[wrong].argsort(descending=True, stable=True)]     # most confident mistakes first
     utils.plot_curves(record["history"], os.path.join(out, "curves.png"))
-    utils.plot_lr_schedule(record["lr_schedule"], record["steps_per_epoch"], os.path.join(out, "lr_schedule.png"))
+    utils.plot_lr_schedule(record["lr_schedule"], record["steps_per_epoch"], os.path.join(out, "lr_schedule.png"),
+                           lr_max=record["lr_max"])
     utils.plot_confusion(cm, data.classes, os.path.join(out, "confusion.png"))
     utils.plot_misclassified(data.test_images[wrong], data.test_labels[wrong], preds[wrong], confs[wrong],
                              data.classes, os.path.join(out, "misclassified.png"))

@@ -337,11 +337,13 @@ def plot_curves(history, path=None):
     return _save(fig, path)
 
 
-def plot_lr_schedule(lrs, steps_per_epoch, path=None):
+def plot_lr_schedule(lrs, steps_per_epoch, path=None, lr_max=None):
     """The learning rate of every optimizer step, against steps (bottom) and epochs (top).
 
     lrs: the LR used at each step, in order. Step s (1-based) ends s / steps_per_epoch epochs of
     training, so the peak of a one-cycle schedule at the end of epoch 5 reads "epoch 5".
+    lr_max: the schedule's LRMAX, when known. When the peak falls between two steps (a peak
+    epoch that is not a whole number of steps), no step uses LRMAX itself; the label says so.
     """
     title = "One-cycle LR schedule (as used)"
     lrs = [float(x) for x in lrs]
@@ -355,6 +357,7 @@ def plot_lr_schedule(lrs, steps_per_epoch, path=None):
     steps = list(range(1, len(lrs) + 1))
     peak = max(range(len(lrs)), key=lrs.__getitem__)           # first step at the maximum
     lr_min = min(lrs)
+    between = lr_max is not None and not math.isclose(lrs[peak], lr_max, rel_tol=1e-6)
 
     def at(i):
         where = f"step {steps[i]}" if i == 0 else f"epoch {steps[i] / spe:.3g}, step {steps[i]}"
@@ -370,10 +373,13 @@ def plot_lr_schedule(lrs, steps_per_epoch, path=None):
     for i, what, marker, colour in marks:
         # isclose: the scheduler's last LR may differ from LRMIN in the 16th digit
         is_min = math.isclose(lrs[i], lr_min, rel_tol=1e-6)
-        name = "LRMAX" if i == peak else "LRMIN" if is_min else "LR"
+        name = ("highest LR" if between else "LRMAX") if i == peak else "LRMIN" if is_min else "LR"
         ax.plot(steps[i], lrs[i], marker, color=colour, markersize=15 if i == peak else 8,
                 zorder=3, clip_on=False, label=f"{what}: {name} = {at(i)}")
-    ax.annotate(f"LRMAX = {lrs[peak]:.3g} at epoch {steps[peak] / spe:.3g}",
+    peak_text = (f"highest LR used = {lrs[peak]:.3g} at epoch {steps[peak] / spe:.3g}\n"
+                 f"(LRMAX = {lr_max:.3g} falls between two steps)" if between
+                 else f"LRMAX = {lrs[peak]:.3g} at epoch {steps[peak] / spe:.3g}")
+    ax.annotate(peak_text,
                 xy=(steps[peak], lrs[peak]), xytext=(12, 4), textcoords="offset points",
                 ha="left", va="bottom", fontsize=11, fontweight="bold", color="tab:red")
     top = lrs[peak] if lrs[peak] > 0 else 1.0

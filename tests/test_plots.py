@@ -199,3 +199,15 @@ def test_plot_confusion(tmp_path):
     assert f"accuracy {accuracy:.2f}%" in fig.axes[0].get_title()
     assert len(fig.axes[0].texts) == 100                     # a count in every cell
     assert not math.isnan(sum(utils.per_class_accuracy(cm)))
+
+
+def test_plot_lr_schedule_says_when_lrmax_falls_between_two_steps(tmp_path):
+    import train
+    # 2 epochs of 5 steps with the peak at 5/24 of them: step 1.08, which no step uses.
+    lrs = [train.one_cycle_lr(s, 10, 2 * 5 / 24 * 5 - 1, 0.01, 0.1) for s in range(10)]
+    fig = utils.plot_lr_schedule(lrs, 5, path=str(tmp_path / "lr.png"), lr_max=0.1)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("falls between two steps" in t and "LRMAX = 0.1" in t for t in texts), texts
+    # When a step does use LRMAX, the label is plain.
+    fig = utils.plot_lr_schedule([0.01, 0.1, 0.05, 0.01], 2, lr_max=0.1)
+    assert "LRMAX = 0.1 at epoch 1" in [t.get_text() for ax in fig.axes for t in ax.texts]
