@@ -65,26 +65,24 @@ class PerSampleDataset(torch.utils.data.Dataset):
         return self.transform(self.images[i]), self.labels[i]
 
 
-def seconds_per_epoch(batches):
-    t = time.perf_counter()
-    n = 0
+def seconds_per_epoch(batches, rt):
+    """Seconds to produce every batch of one pass, the device's work included."""
+    timer = rt.timer().start()
     for x, y in batches:
-        n += len(y)
-    return time.perf_counter() - t, n
+        pass
+    return timer.stop()
 
 
 def bench_augmentation(images, labels, rt, batch_size, rows):
     loader = cifar.DeviceLoader(images, labels, batch_size, train=True, device=rt.device)
-    seconds_per_epoch(loader)                                  # warm-up pass
-    ours = min(seconds_per_epoch(loader)[0] for _ in range(3))
-    if rt.device.type == "cuda":
-        rt.sync()
+    seconds_per_epoch(loader, rt)                              # warm-up pass
+    ours = min(seconds_per_epoch(loader, rt) for _ in range(3))
     rows.append(("augment: DeviceLoader epoch", f"{ours:.3f} s", f"{len(images):,} images on {rt.device}"))
     for workers in (0, 2):
         dl = torch.utils.data.DataLoader(PerSampleDataset(images, labels), batch_size=batch_size,
                                          shuffle=True, drop_last=True, num_workers=workers,
                                          persistent_workers=False)
-        conventional, _ = seconds_per_epoch(dl)
+        conventional = seconds_per_epoch(dl, utils.pick_runtime("cpu", "fp32"))   # it runs on the CPU
         rows.append((f"augment: torchvision v2, {workers} workers", f"{conventional:.3f} s",
                      f"DeviceLoader is {conventional / ours:.1f}x faster"))
 

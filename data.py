@@ -180,7 +180,10 @@ def load_cifar10(root="./data", download=True, cache=True) -> Cifar10:
             return Cifar10(d["train_images"], d["train_labels"], d["test_images"], d["test_labels"],
                            tuple(d["classes"]))
         except Exception:
-            os.remove(cache_path)     # a broken cache is only a cache: rebuild it from the files
+            try:
+                os.remove(cache_path)     # a broken cache is only a cache: rebuild it from the files
+            except OSError:
+                pass
     folder = os.path.join(root, CIFAR10_FOLDER)
     paths = [os.path.join(folder, name) for name in TRAIN_FILES + TEST_FILES]
     missing = [p for p in paths if not os.path.exists(p)]
@@ -199,12 +202,13 @@ def load_cifar10(root="./data", download=True, cache=True) -> Cifar10:
     data = Cifar10(torch.cat([x for x, _ in train]), torch.cat([y for _, y in train]),
                    test[0], test[1], _read_classes(folder))
     if cache:
+        tmp = cache_path + ".tmp"
         try:
-            tmp = cache_path + ".tmp"
             torch.save({**data._asdict(), "classes": list(data.classes)}, tmp)
             os.replace(tmp, cache_path)   # atomic: a half-written cache is never read
-        except OSError:
-            pass                          # a read-only data folder only costs the cache
+        except (OSError, RuntimeError):   # torch.save reports a read-only folder as RuntimeError
+            if os.path.exists(tmp):
+                os.remove(tmp)            # a read-only data folder only costs the cache
     return data
 
 
@@ -345,6 +349,9 @@ class DeviceLoader:
         self.row_scale, self.row_shift = self.scale.repeat(32), self.shift.repeat(32)
         self.epoch = 0
         if train:
+            if images.shape[2:] != (32, 32):
+                raise UsageError(f"training batches are cropped to 32x32; images must be 32x32, "
+                                 f"got {tuple(images.shape[2:])}")
             self.store = pad_and_mirror(self.images, 4, pad_mode)   # (N, 2, 40, 40, 3), made once
             if len(self) == 0:
                 raise UsageError(f"{len(images)} training images make no full batch of {batch_size}: "

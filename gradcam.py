@@ -130,6 +130,8 @@ class GradCAM:
                                "for good; call it outside inference_mode (no_grad is fine)")
         n, _, height, width = x.shape
         targets = _as_targets(targets, n, x.device)              # (N,) long, or None
+        if n == 0:                                               # nothing to explain
+            return torch.zeros(0, height, width, device=x.device)
 
         ## Evaluation mode: BN uses its running statistics, so (a) the images of a batch are
         ## independent and the batched gradient below is each image's own, and (b) the running
@@ -227,6 +229,8 @@ def _as_targets(targets, n: int, device) -> torch.Tensor:
     if isinstance(targets, int):
         return torch.full((n,), targets, dtype=torch.long, device=device)
     t = torch.as_tensor(targets, device=device)
+    if t.numel() == 0:
+        t = t.long()                       # torch.as_tensor([]) is float: an empty list is fine
     if t.dim() == 0:
         t = t.expand(n)
     if t.dim() != 1:

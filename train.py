@@ -100,17 +100,32 @@ class Diverged(UsageError):
     exit_code = 3
 
 
-def make_config(overrides) -> Config:
-    """Config from keyword overrides; unknown keys and bad values raise UsageError."""
-    names = [f.name for f in dataclasses.fields(Config)]
-    unknown = [k for k in overrides if k not in names]
+def check_keys_and_types(overrides):
+    """Unknown keys and values of the wrong type raise UsageError naming the setting."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = [k for k in overrides if k not in fields]
     if unknown:
-        hints = [f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, names, 1)) else ""
+        hints = [f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, fields, 1)) else ""
                  for k in unknown]
         raise UsageError("unknown setting " + ", ".join(f"{k!r}{h}" for k, h in zip(unknown, hints))
-                         + ". Valid settings: " + ", ".join(names))
+                         + ". Valid settings: " + ", ".join(fields))
+    for k, v in overrides.items():
+        kind = fields[k].type
+        ok = {bool: isinstance(v, bool),
+              int: isinstance(v, int) and not isinstance(v, bool),
+              float: isinstance(v, (int, float)) and not isinstance(v, bool),
+              Optional[float]: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+              str: isinstance(v, str)}[kind]
+        if not ok:
+            want = {Optional[float]: "a number or None"}.get(kind, getattr(kind, "__name__", str(kind)))
+            raise UsageError(f"{k} must be {want}, got {v!r} ({type(v).__name__})")
+
+
+def make_config(overrides) -> Config:
+    """Config from keyword overrides; unknown keys and bad values raise UsageError."""
+    check_keys_and_types(overrides)
     cfg = Config(**overrides)
-    if cfg.peak_epoch is None and isinstance(cfg.epochs, int):
+    if cfg.peak_epoch is None:
         cfg.peak_epoch = cfg.epochs * 5 / 24       # the recipe's proportion: epoch 5 of 24
     validate(cfg)
     return cfg
@@ -146,6 +161,11 @@ def validate(cfg: Config):
     need(cfg.width >= 1, f"width must be at least 1, got {cfg.width}")
     need(cfg.subset >= 0, f"subset must be 0 (all) or positive, got {cfg.subset}")
     need(cfg.synthetic_train >= 1 and cfg.synthetic_test >= 1, "synthetic sizes must be positive")
+    need(cfg.momentum >= 0, f"momentum must be at least 0, got {cfg.momentum}")
+    need(cfg.momentum > 0 or not cfg.nesterov, "Nesterov momentum needs momentum > 0: give --momentum "
+         "above 0, or --no-nesterov")
+    need(cfg.weight_decay >= 0, f"weight_decay must be at least 0, got {cfg.weight_decay}")
+    need(0 <= cfg.seed < 2**32, f"seed must lie in 0 .. 2**32 - 1, got {cfg.seed}")
     need(0 <= cfg.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {cfg.label_smoothing}")
     need(cfg.log_every >= 1, f"log_every must be at least 1, got {cfg.log_every}")
 
@@ -239,31 +259,29 @@ def train_one_epoch(model, loader, optimizer, scaler, rt, loss_fn, lr_at, first_
     correct = torch.zeros((), device=rt.device, dtype=torch.long)
     first_bad = torch.full((), -1, device=rt.device, dtype=torch.long)
     seen, n = 0, len(loader)
-    bar = tqdm(total=n, desc=desc, disable=not progress, dynamic_ncols=True, leave=True)
-    for i, (x, y) in enumerate(loader):
-        step = first_step + i
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        with rt.autocast():
-            logits = model(x)
-            loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss = loss.detach().float()
-        loss_sum += loss * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-        seen += len(y)
-        bar.update(1)
-        if (i + 1) % log_every == 0 or i + 1 == n:
-            if first_bad.item() >= 0:                        # the one host-device sync point
-                bar.close()
-                raise FloatingPointError(int(first_bad))
-            bar.set_postfix_str(f"loss={loss_sum.item() / seen:.4f} batch_id={i} "
-                                f"acc={100 * correct.item() / seen:.2f}%", refresh=False)
-    bar.close()
+    with tqdm(total=n, desc=desc, disable=not progress, dynamic_ncols=True, leave=True) as bar:
+        for i, (x, y) in enumerate(loader):
+            step = first_step + i
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            with rt.autocast():
+                logits = model(x)
+                loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss = loss.detach().float()
+            loss_sum += loss * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            seen += len(y)
+            bar.update(1)
+            if (i + 1) % log_every == 0 or i + 1 == n:
+                if first_bad.item() >= 0:                    # the one host-device sync point
+                    raise FloatingPointError(int(first_bad))
+                bar.set_postfix_str(f"loss={loss_sum.item() / seen:.4f} batch_id={i} "
+                                    f"acc={100 * correct.item() / seen:.2f}%", refresh=False)
     return loss_sum.item() / seen, 100 * correct.item() / seen
 
 
@@ -360,6 +378,7 @@ def main(**overrides) -> dict:
     Keywords are the fields of Config (see `python train.py --help`). Mistakes raise UsageError.
     """
     t_start = time.perf_counter()
+    check_keys_and_types(overrides)
     ckpt = None
     if overrides.get("resume"):
         ckpt = read_checkpoint(overrides["resume"])
@@ -370,66 +389,78 @@ def main(**overrides) -> dict:
     log = print
     rt = utils.pick_runtime(cfg.device, cfg.precision)
     data = load_data(cfg)
+    record = {"status": "running", "config": dataclasses.asdict(cfg), "runtime": rt.describe(),
+              "data": {"source": "synthetic" if cfg.synthetic else "cifar10",
+                       "train_images": len(data.train_labels), "test_images": len(data.test_labels)},
+              "history": [], "timings": {}}
+    paths = {k: os.path.join(cfg.out_dir, k) for k in ("metrics.json", "checkpoint.pt", "model.pt")}
+    # The last checkpoint on disk, for the messages of an interrupted or diverged run.
+    saved = {"epoch": ckpt["epoch"], "path": cfg.resume} if ckpt else {"epoch": 0, "path": None}
+    log(f"device {rt.device} ({rt.describe().get('gpu', rt.describe()['cpu'])}), precision {rt.precision}; "
+        f"{len(data.train_labels):,} training and {len(data.test_labels):,} test images"
+        + (" (synthetic)" if cfg.synthetic else ""))
+    try:
+        run(cfg, rt, data, ckpt, record, paths, saved, log)
+    except KeyboardInterrupt:
+        record["status"] = "interrupted"
+        record["history"] = record["history"][:saved["epoch"]]     # only what the checkpoint holds
+        utils.atomic_write_json(record, paths["metrics.json"])
+        raise Interrupted(f"interrupted; {where_to_resume(saved)}") from None
+    except torch.cuda.OutOfMemoryError:
+        raise UsageError(f"out of memory on {rt.device} at batch size {cfg.batch_size}: try --batch-size "
+                         f"{max(1, cfg.batch_size // 2)} (or a smaller --eval-batch-size if it failed "
+                         "while evaluating)") from None
+    record["timings"]["total_seconds"] = time.perf_counter() - t_start
+    utils.atomic_write_json(record, paths["metrics.json"])
+    final = record["history"][-1]
+    log(f"test accuracy {record['test_accuracy']:.2f}% ({record['test_correct']}/{final['test_n']}); "
+        f"LRMIN {record['lr_min']:.4g}, LRMAX {record['lr_max']:.4g}; outputs in {cfg.out_dir}")
+    return record
+
+
+def where_to_resume(saved):
+    if not saved["epoch"]:
+        return "no epoch had finished, so there is nothing to resume; start again"
+    return (f"the last complete checkpoint (epoch {saved['epoch']}) is {saved['path']}; continue with: "
+            f"python train.py --resume {saved['path']}")
+
+
+def run(cfg, rt, data, ckpt, record, paths, saved, log):
+    """Loaders, model, LRs, the epoch loop, the weights and the report; fills `record`."""
     train_loader = cifar.DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, train=True,
                                       device=rt.device, seed=cfg.seed, pad_mode=cfg.pad_mode, cutout=cfg.cutout)
     test_loader = cifar.DeviceLoader(data.test_images, data.test_labels, cfg.eval_batch_size,
                                      train=False, device=rt.device)
     model, optimizer, scaler = build(cfg, rt)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    log(f"device {rt.device} ({rt.describe().get('gpu', rt.describe()['cpu'])}), precision {rt.precision}; "
-        f"{len(data.train_labels):,} training and {len(data.test_labels):,} test images"
-        + (" (synthetic)" if cfg.synthetic else ""))
-
-    record = {"status": "running", "config": dataclasses.asdict(cfg), "runtime": rt.describe(),
-              "data": {"source": "synthetic" if cfg.synthetic else "cifar10",
-                       "train_images": len(data.train_labels), "test_images": len(data.test_labels)},
-              "history": [], "timings": {}}
-    paths = {k: os.path.join(cfg.out_dir, k) for k in ("metrics.json", "checkpoint.pt", "model.pt")}
-    try:
-        if ckpt is not None:
-            restore(ckpt, model, optimizer, scaler, train_loader, cfg.resume)
-            state = {k: ckpt[k] for k in ("epoch", "step", "history", "lr_min", "lr_max", "lr_source", "lr_range_test")}
-            log(f"resumed from {cfg.resume} after epoch {state['epoch']}")
-        else:
-            t = time.perf_counter()
-            lr_min, lr_max, how, result = find_lrs(cfg, model, optimizer, scaler, rt, data, loss_fn, log)
-            record["timings"]["lr_test_seconds"] = time.perf_counter() - t
-            if result is not None and cfg.plots:
-                lr_finder.plot_range_test(result, os.path.join(cfg.out_dir, "lr_range_test.png"))
-            state = {"epoch": 0, "step": 0, "history": [], "lr_min": lr_min, "lr_max": lr_max,
-                     "lr_source": how, "lr_range_test": result.to_dict() if result else None}
-        record.update({k: state[k] for k in ("lr_min", "lr_max", "lr_source", "lr_range_test")})
-        record["history"] = state["history"]
-        last_eval = fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record,
-                        paths, log)
-    except KeyboardInterrupt:
-        record["status"] = "interrupted"
-        utils.atomic_write_json(record, paths["metrics.json"])
-        done = record["history"][-1]["epoch"] if record["history"] else 0
-        where = (f"the last complete checkpoint (epoch {done}) is {paths['checkpoint.pt']}; continue with: "
-                 f"python train.py --resume {paths['checkpoint.pt']}") if done else "no epoch had finished; start again"
-        raise Interrupted(f"interrupted; {where}") from None
-    except torch.cuda.OutOfMemoryError:
-        raise UsageError(f"out of memory on {rt.device} at batch size {cfg.batch_size}: try --batch-size "
-                         f"{max(1, cfg.batch_size // 2)} (or a smaller --eval-batch-size if it failed "
-                         "while evaluating)") from None
-
-    record["timings"]["total_seconds"] = time.perf_counter() - t_start
-    final = record["history"][-1]
-    record.update(status="complete", test_accuracy=final["test_acc"], test_correct=final["test_correct"])
-    utils.atomic_torch_save(model.state_dict(), paths["model.pt"])
+    if ckpt is not None:
+        restore(ckpt, model, optimizer, scaler, train_loader, cfg.resume)
+        state = {k: ckpt[k] for k in ("epoch", "step", "history", "lr_min", "lr_max", "lr_source", "lr_range_test")}
+        log(f"resumed from {cfg.resume} after epoch {state['epoch']}")
+    else:
+        t = time.perf_counter()
+        lr_min, lr_max, how, result = find_lrs(cfg, model, optimizer, scaler, rt, data, loss_fn, log)
+        record["timings"]["lr_test_seconds"] = time.perf_counter() - t
+        if result is not None and cfg.plots:
+            lr_finder.plot_range_test(result, os.path.join(cfg.out_dir, "lr_range_test.png"))
+        state = {"epoch": 0, "step": 0, "history": [], "lr_min": lr_min, "lr_max": lr_max,
+                 "lr_source": how, "lr_range_test": result.to_dict() if result else None}
+    record.update({k: state[k] for k in ("lr_min", "lr_max", "lr_source", "lr_range_test")})
+    record["history"] = state["history"]
+    last_eval = fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record,
+                    paths, saved, log)
     if last_eval is None:                  # resumed from a finished run: nothing was evaluated
         last_eval = evaluate(model, test_loader, rt)
+    final = record["history"][-1]
+    record.update(status="complete", test_accuracy=final["test_acc"], test_correct=final["test_correct"])
+    # CPU tensors: weights trained on a GPU load on a laptop without map_location.
+    utils.atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, paths["model.pt"])
     cm = add_class_accuracy(record, data, last_eval["preds"])
     if cfg.plots:
         make_report(cfg, rt, model, test_loader, data, record, last_eval, cm, log)
-    utils.atomic_write_json(record, paths["metrics.json"])
-    log(f"test accuracy {record['test_accuracy']:.2f}% ({record['test_correct']}/{final['test_n']}); "
-        f"LRMIN {record['lr_min']:.4g}, LRMAX {record['lr_max']:.4g}; outputs in {cfg.out_dir}")
-    return record
 
 
-def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record, paths, log):
+def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record, paths, saved, log):
     """The epoch loop: train, evaluate, checkpoint and metrics after every epoch.
     Returns the last epoch's evaluation (None when no epoch was left to run)."""
     steps_per_epoch = len(train_loader)
@@ -451,7 +482,8 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
             step = int(str(e))
             record["status"] = "diverged"
             utils.atomic_write_json(record, paths["metrics.json"])
-            kept = f"the last good checkpoint is {paths['checkpoint.pt']}" if state["epoch"] else "no checkpoint was written"
+            kept = (f"the last good checkpoint (epoch {saved['epoch']}) is {saved['path']}" if saved["epoch"]
+                    else "no checkpoint was written")
             raise Diverged(f"the training loss became non-finite in epoch {epoch}, at step {step} "
                            f"(LR {lr_at(step):.4g}); training stopped and {kept}. "
                            "Lower --lr-max (or --lr-min), or check the data.") from None
@@ -470,6 +502,7 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
         record["history"] = state["history"]
         update_timings(record, steps_per_epoch * cfg.batch_size)
         save_checkpoint(paths["checkpoint.pt"], model, optimizer, scaler, train_loader, cfg, state)
+        saved.update(epoch=epoch, path=paths["checkpoint.pt"])
         utils.atomic_write_json(record, paths["metrics.json"])
     return ev
 
@@ -526,10 +559,12 @@ def make_report(cfg, rt, model, test_loader, data, record, ev, cm, log):
     utils.plot_misclassified(data.test_images[wrong], data.test_labels[wrong], preds[wrong], confs[wrong],
                              data.classes, os.path.join(out, "misclassified.png"))
     few = wrong[:10]
-    x = test_loader.normalize(data.test_images[few].to(rt.device))      # (10, 3, 32, 32)
-    with gradcam.GradCAM(model, "layer3") as cam:
-        cams_pred = cam(x, preds[few].to(rt.device)).cpu()
-        cams_true = cam(x, data.test_labels[few].to(rt.device)).cpu()
+    cams_pred = cams_true = torch.zeros(0, 32, 32)
+    if len(few):                                                      # else: a picture that says so
+        x = test_loader.normalize(data.test_images[few].to(rt.device))  # (10, 3, 32, 32)
+        with gradcam.GradCAM(model, "layer3") as cam:
+            cams_pred = cam(x, preds[few].to(rt.device)).cpu()
+            cams_true = cam(x, data.test_labels[few].to(rt.device)).cpu()
     utils.plot_gradcam(data.test_images[few], cams_pred, cams_true, data.test_labels[few], preds[few],
                        data.classes, os.path.join(out, "gradcam.png"))
     log(f"plots saved in {out}: " + " ".join(sorted(f for f in os.listdir(out) if f.endswith(".png"))))

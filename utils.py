@@ -135,11 +135,20 @@ def pick_runtime(device="auto", precision="auto") -> Runtime:
                          "Use --device auto or --device cpu.")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"unsupported device {device!r}: use auto, cpu, cuda or mps")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(f"--device {device}: this machine has {count} CUDA GPU(s), numbered from 0.")
+        dev = torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
+        torch.cuda.set_device(dev)        # so events, streams and new tensors all use this GPU
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise UsageError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
     if precision == "auto":
         if dev.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # Native bf16 needs compute capability 8.0 (Ampere). torch.cuda.is_bf16_supported()
+            # also says True for emulated bf16 (a T4 answers True), which is slow and has no
+            # cuDNN convolutions, so ask for the capability itself.
+            precision = "bf16" if torch.cuda.get_device_capability(dev) >= (8, 0) else "fp16"
         elif dev.type == "cpu":
             precision = "bf16" if cpu_supports_bf16() else "fp32"
         else:

@@ -244,7 +244,7 @@ def test_train_loader_output_is_crop_flip_cutout_of_a_source_image():
     loader = _loader(images, labels, batch_size=3, train=True, seed=5)
     norm = loader.normalize(images)                    # (n, 3, 32, 32)
     padded = F.pad(norm, (4, 4, 4, 4), mode="reflect")
-    seen_shift = set()
+    seen_shift, flips, cutouts = set(), 0, 0
     for x, y in loader:
         for img, src in zip(x, y):
             best = None
@@ -258,12 +258,15 @@ def test_train_loader_output_is_crop_flip_cutout_of_a_source_image():
                             best = (differ, dy, dx, fl)
             differ = best[0]
             seen_shift.add((best[1], best[2]))
+            flips += best[3]
             assert differ.sum() <= 64
             if differ.any():
+                cutouts += 1
                 ys, xs = differ.nonzero(as_tuple=True)
                 assert ys.max() - ys.min() < 8 and xs.max() - xs.min() < 8
                 assert (img[:, differ] == 0).all()
     assert len(seen_shift) > 1                         # the crops really vary
+    assert 0 < flips < n and cutouts > 0               # some images flipped, some cut out
 
 
 def test_train_loader_is_reproducible_and_reshuffles_each_epoch():
@@ -292,3 +295,8 @@ def test_train_loader_drops_the_last_incomplete_batch_and_refuses_too_little_dat
         _loader(d.train_images, d.train_labels, batch_size=11, train=True)
     with pytest.raises(UsageError, match="at least 1"):
         _loader(d.train_images, d.train_labels, batch_size=0, train=True)
+
+
+def test_train_loader_refuses_images_that_are_not_32x32():
+    with pytest.raises(UsageError, match="32x32"):
+        _loader(torch.zeros(8, 3, 28, 28, dtype=torch.uint8), torch.zeros(8, dtype=torch.long), train=True)

@@ -314,3 +314,10 @@ def test_overlay():
         gradcam.overlay(x[:, :1], cams)
     with pytest.raises(ValueError, match="cams"):
         gradcam.overlay(x, cams[0])
+
+
+def test_an_empty_batch_gives_empty_maps():
+    model = _model()
+    with gradcam.GradCAM(model, "layer3") as cam:
+        out = cam(torch.zeros(0, 3, 32, 32), [])
+    assert out.shape == (0, 32, 32)

@@ -67,6 +67,19 @@ def test_default_peak_is_5_of_24_epochs_and_scales_with_epochs():
 # ----------------------------------------------------------------------------------------------
 # Settings and the command line
 
+def test_resume_with_an_unknown_setting_is_rejected_before_reading_the_file(tmp_path):
+    with pytest.raises(UsageError, match="'batch_sise'.*did you mean 'batch_size'"):
+        train.main(resume=str(tmp_path / "checkpoint.pt"), batch_sise=7)
+
+
+def test_fp16_with_a_grad_scaler_trains(tmp_path):
+    # The path Colab's T4 takes (fp16 autocast + GradScaler), here on the CPU.
+    r = train.main(**{**TINY, "precision": "fp16"}, epochs=2, peak_epoch=1, lr_min=0.02, lr_max=0.2,
+                   out_dir=str(tmp_path))
+    assert r["runtime"]["precision"] == "fp16" and r["test_accuracy"] > 20
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
+
+
 def test_help_lists_every_setting():
     out = run_cli("--help")
     assert out.returncode == 0
@@ -96,6 +109,12 @@ def test_unknown_keyword_of_main_is_rejected_with_a_suggestion():
     (dict(lr_max=float("nan")), "lr_max must be a positive number"),
     (dict(precision="fp8"), "precision"),
     (dict(pad_mode="circular"), "pad_mode"),
+    (dict(epochs=2.5), "epochs must be int"),
+    (dict(lr_max="0.1"), "lr_max must be a number or None"),
+    (dict(synthetic="yes"), "synthetic must be bool"),
+    (dict(momentum=0.0), "Nesterov momentum needs momentum > 0"),
+    (dict(weight_decay=-1e-4), "weight_decay must be at least 0"),
+    (dict(seed=2**62), "seed must lie in"),
 ])
 def test_bad_settings_raise_usage_error(overrides, message):
     with pytest.raises(UsageError, match=message):
