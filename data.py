@@ -8,6 +8,7 @@ No DataLoader workers and no per-image Python: the whole set is loaded once (abo
 uint8), and random crop, flip and Cutout are applied to a whole batch with one gather and one
 mask, as in airbench and Page's cifar10-fast.
 """
+import copy
 import hashlib
 import os
 import pickle
@@ -356,6 +357,12 @@ class DeviceLoader:
             if len(self) == 0:
                 raise UsageError(f"{len(images)} training images make no full batch of {batch_size}: "
                                  "use a smaller --batch-size or more data")
+
+    def reseeded(self, seed):
+        """The same data (and padded store, not copied) with its own draws, from pass 0."""
+        other = copy.copy(self)
+        other.seed, other.epoch = seed, 0
+        return other
 
     def __len__(self):
         n = len(self.images)

@@ -218,7 +218,7 @@ def build(cfg: Config, rt: utils.Runtime):
 # ==============================================================================================
 # LRMIN and LRMAX: given, or found by the LR range test
 
-def find_lrs(cfg, model, optimizer, scaler, rt, data, loss_fn, log):
+def find_lrs(cfg, model, optimizer, scaler, rt, train_loader, loss_fn, log):
     """-> (lr_min, lr_max, how, range_test_result or None). The model and optimizer are left
     exactly as they were (the range test restores them)."""
     if cfg.lr_min is not None and cfg.lr_max is not None:
@@ -227,9 +227,8 @@ def find_lrs(cfg, model, optimizer, scaler, rt, data, loss_fn, log):
         return cfg.lr_max / cfg.lr_min_factor, cfg.lr_max, f"lr_max given, lr_min = lr_max / {cfg.lr_min_factor:g}", None
     if cfg.lr_min is not None:
         return cfg.lr_min, cfg.lr_min * cfg.lr_min_factor, f"lr_min given, lr_max = lr_min * {cfg.lr_min_factor:g}", None
-    # Its own loader (seed + 1): the training data order does not depend on whether a test ran.
-    loader = cifar.DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, train=True,
-                                device=rt.device, seed=cfg.seed + 1, pad_mode=cfg.pad_mode, cutout=cfg.cutout)
+    # Its own draws (seed + 1): the training data order does not depend on whether a test ran.
+    loader = train_loader.reseeded(cfg.seed + 1)
     iters = cfg.lr_test_iters or min(100, max(20, len(loader)))
     log(f"LR range test: {iters} steps, LR {cfg.lr_test_start:g} -> {cfg.lr_test_end:g} "
         f"(costs about {iters / len(loader):.1f} epochs of training)")
@@ -439,7 +438,7 @@ def run(cfg, rt, data, ckpt, record, paths, saved, log):
         log(f"resumed from {cfg.resume} after epoch {state['epoch']}")
     else:
         t = time.perf_counter()
-        lr_min, lr_max, how, result = find_lrs(cfg, model, optimizer, scaler, rt, data, loss_fn, log)
+        lr_min, lr_max, how, result = find_lrs(cfg, model, optimizer, scaler, rt, train_loader, loss_fn, log)
         record["timings"]["lr_test_seconds"] = time.perf_counter() - t
         if result is not None and cfg.plots:
             lr_finder.plot_range_test(result, os.path.join(cfg.out_dir, "lr_range_test.png"))
@@ -523,8 +522,7 @@ def maybe_compile(cfg, model, optimizer, scaler, rt, loss_fn, train_loader, test
     t0 = time.perf_counter()
     saved_model = {k: v.clone() for k, v in model.state_dict().items()}
     saved_opt = copy.deepcopy(optimizer.state_dict())
-    x, y = next(iter(cifar.DeviceLoader(train_loader.images, train_loader.labels, train_loader.batch_size,
-                                        train=True, device=rt.device, seed=-1)))
+    x, y = next(iter(train_loader.reseeded(cfg.seed + 2)))
     with rt.autocast():
         loss = loss_fn(compiled(x), y)
     scaler.scale(loss).backward()

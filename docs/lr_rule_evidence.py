@@ -1,6 +1,7 @@
 """Evidence for the LR range test's rule: where do its picks land against a grid of trained LRs?
 
-    python docs/lr_rule_evidence.py --width 16 --epochs 6 --synthetic-train 10240
+    python docs/lr_rule_evidence.py --width 16 --epochs 4              # synthetic data
+    python docs/lr_rule_evidence.py --width 64 --epochs 24 --data-dir ./data --lr-test-iters 97
 
 For one setting it (1) runs the range test exactly as train.main() does and reports the LRMAX
 that backoff factors 1, 2, 3, 5 and 10 would pick from the same curve, then (2) trains the full
@@ -33,11 +34,13 @@ def main():
     p.add_argument("--synthetic-train", type=int, default=10240)
     p.add_argument("--grid", type=str, default="0.025,0.05,0.1,0.2,0.4,0.8,1.6,3.2")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default="", help="CIFAR-10 folder; empty = synthetic data")
     p.add_argument("--lr-test-iters", type=int, default=100, help="as on CIFAR-10 (97 steps per epoch)")
     p.add_argument("--out", type=str, default="/tmp/lr_evidence")
     a = p.parse_args()
-    common = dict(synthetic=True, synthetic_train=a.synthetic_train, width=a.width, epochs=a.epochs,
-                  seed=a.seed, out_dir=a.out, lr_test_iters=a.lr_test_iters)
+    data = dict(data_dir=a.data_dir) if a.data_dir else dict(synthetic=True, synthetic_train=a.synthetic_train)
+    common = dict(width=a.width, epochs=a.epochs, seed=a.seed, out_dir=a.out, lr_test_iters=a.lr_test_iters,
+                  **data)
     found = run(**common)
     rt = found["lr_range_test"]
     os.makedirs(a.out, exist_ok=True)

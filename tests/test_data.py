@@ -300,3 +300,13 @@ def test_train_loader_drops_the_last_incomplete_batch_and_refuses_too_little_dat
 def test_train_loader_refuses_images_that_are_not_32x32():
     with pytest.raises(UsageError, match="32x32"):
         _loader(torch.zeros(8, 3, 28, 28, dtype=torch.uint8), torch.zeros(8, dtype=torch.long), train=True)
+
+
+def test_a_reseeded_loader_shares_the_store_and_has_its_own_draws():
+    d = data.synthetic_cifar10(32, 8)
+    a = _loader(d.train_images, d.train_labels, batch_size=8, train=True, seed=1)
+    b = a.reseeded(2)
+    assert b.store is a.store and b.seed == 2 and a.seed == 1
+    xa, xb = next(iter(a)), next(iter(b))
+    assert not torch.equal(xa[0], xb[0])
+    assert torch.equal(next(iter(a.reseeded(2)))[0], xb[0])
