@@ -232,11 +232,12 @@ def find_lrs(cfg, model, optimizer, scaler, rt, train_loader, loss_fn, log):
     iters = cfg.lr_test_iters or min(100, max(20, len(loader)))
     log(f"LR range test: {iters} steps, LR {cfg.lr_test_start:g} -> {cfg.lr_test_end:g} "
         f"(costs about {iters / len(loader):.1f} epochs of training)")
+    t0 = time.perf_counter()
     result = lr_finder.lr_range_test(
         model, optimizer, loss_fn, loader, start_lr=cfg.lr_test_start, end_lr=cfg.lr_test_end,
         num_iter=iters, smooth=min(0.3, 5 / iters), backoff=cfg.lr_backoff,
         min_factor=cfg.lr_min_factor, autocast=rt.autocast, scaler=scaler)
-    log(f"LR range test: {len(result.lrs)} steps ({result.stop_reason}); "
+    log(f"LR range test: {len(result.lrs)} steps ({result.stop_reason}) in {time.perf_counter() - t0:.1f} s; "
         f"LRMAX = {result.lr_max:.4g}, LRMIN = {result.lr_min:.4g}. Rule: {result.rule}"
         + (f" Note: {result.note}" if result.note else ""))
     return result.lr_min, result.lr_max, "range test", result
