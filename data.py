@@ -390,13 +390,12 @@ class DeviceLoader:
         dy, dx = torch.randint(0, 9, (2, n), generator=g, device=dev)
         flip = torch.rand(n, generator=g, device=dev) < 0.5
         cy, cx = torch.randint(0, 32, (2, n), generator=g, device=dev)
-        rows = rows_view(self.store)
         slot = torch.arange(b, device=dev)[:, None, None] * 1024      # first pixel of each image
         for i in range(len(self)):
             sel = slice(i * b, (i + 1) * b)
-            starts = crop_flip_rows(order[sel], dy[sel], dx[sel], flip[sel])  # (B, 32)
-            x = torch.index_select(rows, 0, starts.reshape(-1))               # (B * 32, 96) uint8
-            x = x.to(self.dtype).mul_(self.row_scale).add_(self.row_shift).view(b, 32, 32, 3)
+            x = crop_flip(self.store, order[sel], dy[sel], dx[sel], flip[sel])  # (B, 32, 32, 3) uint8
+            x = x.view(b * 32, 96).to(self.dtype).mul_(self.row_scale).add_(self.row_shift)
+            x = x.view(b, 32, 32, 3)
             if self.cutout:
                 # Cutout zeroes the normalised image (the mean colour), as DeVries & Taylor do.
                 cut = cutout_pixels(cy[sel], cx[sel], length=self.cutout) + slot  # (B, L, L)
