@@ -29,7 +29,7 @@ import train
 import utils
 from custom_resnet import CustomResNet
 
-TRAIN_GFLOP_PER_IMAGE = 2.27    # forward + backward of the ResNet-9 at 32x32 (SPEC.md section 5)
+TRAIN_GFLOP_PER_IMAGE = 2.27    # forward + backward of the ResNet-9 at 32x32 (docs/SPEC.md section 5)
 EVAL_GFLOP_PER_IMAGE = 0.76     # forward only
 
 

@@ -17,12 +17,12 @@ the test only looks.
 
 ## Usage
     import torch, torch.nn.functional as F
-    from custom_resnet import CustomResNet
     from lr_finder import lr_range_test, plot_range_test
 
-    model = CustomResNet().to(device)
+    model = ...                           # any classifier that returns logits
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-    batches = [(x, y) for x, y in train_batches][:20]   # (x, y) pairs already on `device`
+    batches = ...                         # any iterable of (x, y) pairs on the model's device,
+                                          # e.g. a DataLoader; it is re-iterated if too short
     result = lr_range_test(model, opt, F.cross_entropy, batches, start_lr=1e-4, end_lr=10.0)
     print(result.lr_max, result.lr_min, result.rule, result.note)
     plot_range_test(result, "lr_range_test.png")

@@ -38,7 +38,7 @@ def opt(default, help):
 
 # ==============================================================================================
 # Hyperparameters: each is a keyword of main() and a flag (lr_max -> --lr-max). Defaults are the
-# recipe of SPEC.md: 24 epochs at batch 512, one-cycle LR peaking at the end of epoch 5,
+# recipe of docs/SPEC.md: 24 epochs at batch 512, one-cycle LR peaking at the end of epoch 5,
 # SGD with Nesterov momentum, LRMIN and LRMAX found by an LR range test.
 
 @dataclass
@@ -52,7 +52,7 @@ class Config:
     synthetic_test: int = opt(1000, "number of synthetic test images (with --synthetic)")
     subset: int = opt(0, "keep only the first N training and the first N test images; 0 = all")
     resume: str = opt("", "path of a checkpoint.pt to continue from, exactly where it stopped")
-    # --- schedule (one cycle, per step; SPEC.md section 2)
+    # --- schedule (one cycle, per step; docs/SPEC.md section 2)
     epochs: int = opt(24, "training epochs; at least peak_epoch")
     peak_epoch: Optional[float] = opt(None, "the LR rises linearly to LRMAX at the end of this epoch, then "
                                       "falls; None = 5/24 of the epochs (5 of 24)")
@@ -441,8 +441,11 @@ def run(cfg, rt, data, ckpt, record, paths, saved, log):
         t = time.perf_counter()
         lr_min, lr_max, how, result = find_lrs(cfg, model, optimizer, scaler, rt, train_loader, loss_fn, log)
         record["timings"]["lr_test_seconds"] = time.perf_counter() - t
+        range_png = os.path.join(cfg.out_dir, "lr_range_test.png")
         if result is not None and cfg.plots:
-            lr_finder.plot_range_test(result, os.path.join(cfg.out_dir, "lr_range_test.png"))
+            lr_finder.plot_range_test(result, range_png)       # now: worth a look while training runs
+        elif os.path.exists(range_png):
+            os.remove(range_png)                               # an earlier run's: not these LRs
         state = {"epoch": 0, "step": 0, "history": [], "lr_min": lr_min, "lr_max": lr_max,
                  "lr_source": how, "lr_range_test": result.to_dict() if result else None}
     record.update({k: state[k] for k in ("lr_min", "lr_max", "lr_source", "lr_range_test")})
@@ -480,17 +483,17 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
                 log_every=cfg.log_every, desc=f"Epoch {epoch}/{cfg.epochs}", progress=cfg.progress)
         except FloatingPointError as e:
             step = int(str(e))
-            record["status"] = "diverged"
-            utils.atomic_write_json(record, paths["metrics.json"])
-            kept = (f"the last good checkpoint (epoch {saved['epoch']}) is {saved['path']}" if saved["epoch"]
-                    else "no checkpoint was written")
-            raise Diverged(f"the training loss became non-finite in epoch {epoch}, at step {step} "
-                           f"(LR {lr_at(step):.4g}); training stopped and {kept}. "
-                           "Lower --lr-max (or --lr-min), or check the data.") from None
+            raise_diverged(record, paths, saved, f"the training loss became non-finite in epoch {epoch}, "
+                           f"at step {step} (LR {lr_at(step):.4g})")
         train_seconds = timer.stop()
         timer.start()
         ev = evaluate(train_model, test_loader, rt)
         eval_seconds = timer.stop()
+        if not math.isfinite(ev["loss"]):
+            # The last update of the epoch broke the weights (the training loss of a step is
+            # measured before its update): never checkpoint them.
+            raise_diverged(record, paths, saved, f"the weights became non-finite in epoch {epoch} "
+                           f"(test loss {ev['loss']}; LR at the last step {lr_at(state['step'] + steps_per_epoch - 1):.4g})")
         state["step"] += steps_per_epoch
         state["epoch"] = epoch
         test_acc = 100 * ev["correct"] / ev["n"]
@@ -505,6 +508,15 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
         saved.update(epoch=epoch, path=paths["checkpoint.pt"])
         utils.atomic_write_json(record, paths["metrics.json"])
     return ev
+
+
+def raise_diverged(record, paths, saved, what):
+    record["status"] = "diverged"
+    record["history"] = record["history"][:saved["epoch"]]
+    utils.atomic_write_json(record, paths["metrics.json"])
+    kept = (f"the last good checkpoint (epoch {saved['epoch']}) is {saved['path']}" if saved["epoch"]
+            else "no checkpoint was written")
+    raise Diverged(f"{what}; training stopped and {kept}. Lower --lr-max (or --lr-min), or check the data.")
 
 
 def update_timings(record, images_per_epoch):
@@ -545,12 +557,15 @@ def add_class_accuracy(record, data, preds):
 
 
 def make_report(cfg, rt, model, test_loader, data, record, ev, cm, log):
-    """The pictures of SPEC section 3, from the final evaluation `ev` and confusion matrix `cm`."""
+    """The pictures of docs/SPEC.md section 3, from the final evaluation `ev` and confusion matrix `cm`."""
     import gradcam
     out = cfg.out_dir
     preds, confs = ev["preds"].cpu(), ev["confidences"].float().cpu()
     wrong = (preds != data.test_labels).nonzero().flatten()
     wrong = wrong[confs[wrong].argsort(descending=True, stable=True)]     # most confident mistakes first
+    range_png = os.path.join(out, "lr_range_test.png")
+    if record["lr_range_test"] and not os.path.exists(range_png):          # resumed into a new folder
+        lr_finder.plot_range_test(lr_finder.RangeTestResult(**record["lr_range_test"]), range_png)
     utils.plot_curves(record["history"], os.path.join(out, "curves.png"))
     utils.plot_lr_schedule(record["lr_schedule"], record["steps_per_epoch"], os.path.join(out, "lr_schedule.png"),
                            lr_max=record["lr_max"])
@@ -574,7 +589,13 @@ def make_report(cfg, rt, model, test_loader, data, record, ev, cm, log):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):            # one line, not the whole usage block
-        self.exit(2, f"error: {message}. See: python train.py --help\n")
+        hint = ""
+        if message.startswith("unrecognized arguments"):
+            flags = [s for a in self._actions for s in a.option_strings]
+            guesses = [m[0] for w in message.split(":", 1)[1].split() if w.startswith("--")
+                       if (m := difflib.get_close_matches(w.split("=")[0], flags, 1))]
+            hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+        self.exit(2, f"error: {message}{hint}. See: python train.py --help\n")
 
 
 def parse_args(argv):

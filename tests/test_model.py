@@ -1,4 +1,4 @@
-"""The network of SPEC section 1: parameter count, shapes, names, and the order of operations."""
+"""The network of docs/SPEC.md section 1: parameter count, shapes, names, and the order of operations."""
 import torch
 from torch import nn
 

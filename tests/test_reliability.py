@@ -225,3 +225,22 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path):
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and ckpt["epoch"] == len(metrics["history"]) >= 1
+
+
+def test_weights_broken_by_the_last_step_of_an_epoch_are_never_checkpointed(tmp_path):
+    """A huge LR breaks the weights; the check on the test loss stops the run (exit 3) before a
+    checkpoint of broken weights is written, so whatever checkpoint exists is finite."""
+    args = ["--synthetic", "--synthetic-train", "256", "--synthetic-test", "64", "--width", "8",
+            "--batch-size", "64", "--precision", "fp32", "--device", "cpu", "--no-plots", "--no-progress",
+            "--epochs", "2", "--lr-min", "1e4", "--lr-max", "1e6", "--out-dir", str(tmp_path)]
+    out = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 3, out.stderr
+    assert "non-finite" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    if (tmp_path / "checkpoint.pt").exists():
+        ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "diverged"
+    assert all(h["test_loss"] == h["test_loss"] for h in metrics["history"])       # no NaN epoch kept

@@ -91,6 +91,7 @@ def test_unknown_flag_is_one_clear_line():
     out = run_cli("--epoch", "3")
     assert out.returncode == 2
     assert "unrecognized arguments: --epoch" in out.stderr and "Traceback" not in out.stderr
+    assert "did you mean --epochs?" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 
 
@@ -210,7 +211,10 @@ def test_main_without_lrs_finds_them_records_them_and_trains_with_them(tmp_path)
 
 
 def test_one_given_lr_sets_the_other_by_the_factor(tmp_path):
+    stale = tmp_path / "lr_range_test.png"
+    stale.write_bytes(b"an earlier run's plot")
     r = train.main(**TINY, epochs=1, lr_max=0.3, out_dir=str(tmp_path))
+    assert not stale.exists()          # a range test plot would not describe these LRs
     assert r["lr_range_test"] is None and r["lr_min"] == pytest.approx(0.03)
     r = train.main(**TINY, epochs=1, lr_min=0.01, lr_min_factor=20, out_dir=str(tmp_path))
     assert r["lr_max"] == pytest.approx(0.2)
