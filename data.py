@@ -4,7 +4,7 @@
     train = DeviceLoader(data.train_images, data.train_labels, 512, train=True, device="cuda")
     for x, y in train: ...                           # x: (512, 3, 32, 32) normalised float32
 
-No DataLoader workers and no per-image Python: the whole set is loaded once (about 150 MB as
+No DataLoader workers and no per-image Python: the whole set is loaded once (184 MB as
 uint8), and random crop, flip and Cutout are applied to a whole batch with one gather and one
 mask, as in airbench and Page's cifar10-fast.
 """

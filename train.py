@@ -2,7 +2,7 @@
 test images, plots, a metrics file, checkpoints.
 
     python train.py                          # the full recipe (downloads CIFAR-10 to ./data)
-    python train.py --synthetic --epochs 2   # offline, about a minute on a laptop CPU
+    python train.py --synthetic --epochs 2   # offline smoke test (about a minute on a CPU with bf16)
     python train.py --help                   # every flag
 
     import train; results = train.main(epochs=24)   # from Python or a notebook
