@@ -126,7 +126,6 @@ def bench_throughput(rt, batch_size, warmup, steps, rows):
     rows.append(("train step: naive fp32 NCHW", f"{batch_size / naive_s:,.0f} img/s", f"{naive_s:.3f} s/step"))
     rows.append((f"train step: ours ({rt.precision}, channels_last)", f"{batch_size / ours_s:,.0f} img/s",
                  f"{ours_s:.3f} s/step, {naive_s / ours_s:.2f}x the naive loop"))
-    return ours_s
 
 
 # ----------------------------------------------------------------------------------------------

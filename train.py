@@ -396,7 +396,8 @@ def main(**overrides) -> dict:
     paths = {k: os.path.join(cfg.out_dir, k) for k in ("metrics.json", "checkpoint.pt", "model.pt")}
     # The last checkpoint on disk, for the messages of an interrupted or diverged run.
     saved = {"epoch": ckpt["epoch"], "path": cfg.resume} if ckpt else {"epoch": 0, "path": None}
-    log(f"device {rt.device} ({rt.describe().get('gpu', rt.describe()['cpu'])}), precision {rt.precision}; "
+    hw = record["runtime"]
+    log(f"device {rt.device} ({hw.get('gpu', hw['cpu'])}), precision {rt.precision}; "
         f"{len(data.train_labels):,} training and {len(data.test_labels):,} test images"
         + (" (synthetic)" if cfg.synthetic else ""))
     try:
