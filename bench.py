@@ -22,7 +22,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 import data as cifar
 import train
@@ -99,18 +98,13 @@ def time_steps(step, warmup, steps, rt):
     return timer.stop() / steps
 
 
-def make_step(model, x, y, rt, use_amp, opt=None):
-    """One training step on a fixed batch, as train.py does it (or naive: fp32, no autocast)."""
+def make_step(model, x, y, rt, opt=None):
+    """train.py's training step on a fixed batch, at rt's precision (fp32: no autocast)."""
     opt = opt or torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    scaler = rt.grad_scaler() if use_amp else torch.amp.GradScaler(rt.device.type, enabled=False)
+    scaler, loss_fn = rt.grad_scaler(), torch.nn.CrossEntropyLoss()
 
     def step(x=x, y=y):
-        with (rt.autocast() if use_amp else torch.autocast(rt.device.type, enabled=False)):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        train.train_step(model, x, y, opt, scaler, rt.autocast, loss_fn)
     return step
 
 
@@ -119,10 +113,10 @@ def bench_throughput(rt, batch_size, warmup, steps, rows):
     x = torch.randn(batch_size, 3, 32, 32, device=rt.device)
     y = torch.randint(0, 10, (batch_size,), device=rt.device)
     naive = CustomResNet().to(rt.device)                                 # fp32, NCHW
-    naive_s = time_steps(make_step(naive, x, y, rt, use_amp=False), warmup, steps, rt)
+    naive_s = time_steps(make_step(naive, x, y, utils.Runtime(rt.device, "fp32")), warmup, steps, rt)
     ours_model = CustomResNet().to(rt.device, memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    ours_s = time_steps(make_step(ours_model, x_cl, y, rt, use_amp=True), warmup, steps, rt)
+    ours_s = time_steps(make_step(ours_model, x_cl, y, rt), warmup, steps, rt)
     rows.append(("train step: naive fp32 NCHW", f"{batch_size / naive_s:,.0f} img/s", f"{naive_s:.3f} s/step"))
     rows.append((f"train step: ours ({rt.precision}, channels_last)", f"{batch_size / ours_s:,.0f} img/s",
                  f"{ours_s:.3f} s/step, {naive_s / ours_s:.2f}x the naive loop"))
@@ -140,7 +134,7 @@ def bench_loop_overhead(rt, n_images, batch_size, rows):
     scaler = rt.grad_scaler()
     loss_fn = torch.nn.CrossEntropyLoss()
     batches = list(loader)                       # pre-made batches: the bare steps read nothing
-    step = make_step(model, *batches[0], rt, use_amp=True, opt=opt)
+    step = make_step(model, *batches[0], rt, opt=opt)
     step()                                       # warm-up (allocations, momentum buffers)
     bare = 0.0
     for x, y in batches:                         # the same optimizer and model as the epoch below

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from utils import UsageError
+from utils import UsageError, atomic_torch_save
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"   # the official archive's MD5
@@ -203,13 +203,10 @@ def load_cifar10(root="./data", download=True, cache=True) -> Cifar10:
     data = Cifar10(torch.cat([x for x, _ in train]), torch.cat([y for _, y in train]),
                    test[0], test[1], _read_classes(folder))
     if cache:
-        tmp = cache_path + ".tmp"
-        try:
-            torch.save({**data._asdict(), "classes": list(data.classes)}, tmp)
-            os.replace(tmp, cache_path)   # atomic: a half-written cache is never read
-        except (OSError, RuntimeError):   # torch.save reports a read-only folder as RuntimeError
-            if os.path.exists(tmp):
-                os.remove(tmp)            # a read-only data folder only costs the cache
+        try:                              # atomic: a half-written cache is never read
+            atomic_torch_save({**data._asdict(), "classes": list(data.classes)}, cache_path)
+        except (OSError, RuntimeError):   # a read-only data folder only costs the cache
+            pass
     return data
 
 
@@ -317,7 +314,7 @@ def cutout_pixels(cy, cx, size=32, length=8):
 class DeviceLoader:
     """Batches of a dataset held on the device, augmented there.
 
-    images: uint8 (N, 3, 32, 32); labels: int64 (N,). Yields (x, y): x (B, 3, 32, 32) of `dtype`,
+    images: uint8 (N, 3, 32, 32); labels: int64 (N,). Yields (x, y): x float32 (B, 3, 32, 32),
     normalised with the CIFAR-10 mean and std, in channels_last memory; y int64 (B,).
 
     train=True: each pass reshuffles and applies RandomCrop 32 after padding 4 >> FlipLR >>
@@ -328,7 +325,7 @@ class DeviceLoader:
     """
 
     def __init__(self, images, labels, batch_size, *, train, device, seed=0, pad_mode="reflect",
-                 cutout=8, dtype=torch.float32, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+                 cutout=8, mean=CIFAR10_MEAN, std=CIFAR10_STD):
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
         if pad_mode not in ("reflect", "zeros"):
@@ -340,11 +337,11 @@ class DeviceLoader:
         self.images = images.to(self.device)                       # uint8: 4x less memory than float
         self.labels = labels.to(self.device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
-        self.cutout, self.dtype = cutout, dtype
+        self.cutout = cutout
         # x_norm = (x/255 - mean)/std = x * scale + shift, per channel: (3,).
         std_t = torch.tensor(std, device=self.device)
-        self.scale = (1 / (255 * std_t)).to(dtype)
-        self.shift = (-torch.tensor(mean, device=self.device) / std_t).to(dtype)
+        self.scale = 1 / (255 * std_t)
+        self.shift = -torch.tensor(mean, device=self.device) / std_t
         ## The same, repeated along a row of 32 pixels-last pixels: (96,). Broadcasting over an
         ## inner dimension of 96 vectorises; over one of 3 it runs ~3x slower on the CPU.
         self.row_scale, self.row_shift = self.scale.repeat(32), self.shift.repeat(32)
@@ -369,8 +366,8 @@ class DeviceLoader:
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
     def normalize(self, x_uint8):
-        """uint8 (B, 3, H, W) -> normalised `dtype`, channels_last."""
-        x = x_uint8.to(self.dtype, memory_format=torch.channels_last)
+        """uint8 (B, 3, H, W) -> normalised float32, channels_last."""
+        x = x_uint8.to(torch.float32, memory_format=torch.channels_last)
         return x.mul_(self.scale[:, None, None]).add_(self.shift[:, None, None])   # (B, 3, H, W)
 
     def __iter__(self):
@@ -394,7 +391,7 @@ class DeviceLoader:
         for i in range(len(self)):
             sel = slice(i * b, (i + 1) * b)
             x = crop_flip(self.store, order[sel], dy[sel], dx[sel], flip[sel])  # (B, 32, 32, 3) uint8
-            x = x.view(b * 32, 96).to(self.dtype).mul_(self.row_scale).add_(self.row_shift)
+            x = x.view(b * 32, 96).float().mul_(self.row_scale).add_(self.row_shift)
             x = x.view(b, 32, 32, 3)
             if self.cutout:
                 # Cutout zeroes the normalised image (the mean colour), as DeVries & Taylor do.

@@ -246,6 +246,19 @@ def find_lrs(cfg, model, optimizer, scaler, rt, train_loader, loss_fn, log):
 # ==============================================================================================
 # Training and evaluation
 
+def train_step(model, x, y, optimizer, scaler, autocast, loss_fn):
+    """One optimizer step on the batch (x, y); returns (logits, loss), detached.
+    autocast: a context-manager factory (Runtime.autocast); scaler: a GradScaler, maybe disabled."""
+    with autocast():
+        logits = model(x)
+        loss = loss_fn(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits.detach(), loss.detach()
+
+
 def train_one_epoch(model, loader, optimizer, scaler, rt, loss_fn, lr_at, first_step, *,
                     log_every=10, desc="", progress=True):
     """One pass over `loader`, the LR set before every step from lr_at(step).
@@ -264,16 +277,10 @@ def train_one_epoch(model, loader, optimizer, scaler, rt, loss_fn, lr_at, first_
             step = first_step + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            with rt.autocast():
-                logits = model(x)
-                loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss = loss.detach().float()
+            logits, loss = train_step(model, x, y, optimizer, scaler, rt.autocast, loss_fn)
+            loss = loss.float()
             loss_sum += loss * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += (logits.argmax(1) == y).sum()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             seen += len(y)
             bar.update(1)
