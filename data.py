@@ -377,24 +377,34 @@ class DeviceLoader:
                 sel = slice(start, start + self.batch_size)
                 yield self.normalize(self.images[sel]), self.labels[sel]
             return
-        yield from self._train_batches(epoch)
+        draws = self.draws(epoch)
+        for i in range(len(self)):
+            yield self.train_batch(draws, i)
 
-    def _train_batches(self, epoch):
-        # Every draw of the pass at once: a permutation and a few (N,) tensors.
+    def draws(self, epoch):
+        """Every random draw of training pass `epoch`, made at once on the device: a dict of (N,)
+        tensors: order (a permutation), crop offsets dy, dx in 0..8, flip (bool), Cutout centre
+        cy, cx in 0..31. A function of (seed, epoch) only."""
         g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch)
-        n, dev, b = len(self.images), self.device, self.batch_size
+        n, dev = len(self.images), self.device
         order = torch.randperm(n, generator=g, device=dev)
         dy, dx = torch.randint(0, 9, (2, n), generator=g, device=dev)
         flip = torch.rand(n, generator=g, device=dev) < 0.5
         cy, cx = torch.randint(0, 32, (2, n), generator=g, device=dev)
-        slot = torch.arange(b, device=dev)[:, None, None] * 1024      # first pixel of each image
-        for i in range(len(self)):
-            sel = slice(i * b, (i + 1) * b)
-            x = crop_flip(self.store, order[sel], dy[sel], dx[sel], flip[sel])  # (B, 32, 32, 3) uint8
-            x = x.view(b * 32, 96).float().mul_(self.row_scale).add_(self.row_shift)
-            x = x.view(b, 32, 32, 3)
-            if self.cutout:
-                # Cutout zeroes the normalised image (the mean colour), as DeVries & Taylor do.
-                cut = cutout_pixels(cy[sel], cx[sel], length=self.cutout) + slot  # (B, L, L)
-                x.view(-1, 3).index_fill_(0, cut.reshape(-1), 0)
-            yield x.permute(0, 3, 1, 2), self.labels[order[sel]]              # channels_last
+        return dict(order=order, dy=dy, dx=dx, flip=flip, cy=cy, cx=cx)
+
+    def train_batch(self, draws, i):
+        """Training batch i of the pass with these draws: (x, y) as the loader yields them."""
+        b = self.batch_size
+        sel = slice(i * b, (i + 1) * b)
+        index = draws["order"][sel]
+        x = crop_flip(self.store, index, draws["dy"][sel], draws["dx"][sel], draws["flip"][sel])
+        ## x: (B, 32, 32, 3) uint8. Normalise a row of 96 values at a time (see __init__).
+        x = x.view(b * 32, 96).float().mul_(self.row_scale).add_(self.row_shift)
+        x = x.view(b, 32, 32, 3)
+        if self.cutout:
+            # Cutout zeroes the normalised image (the mean colour), as DeVries & Taylor do.
+            slot = torch.arange(b, device=self.device)[:, None, None] * 1024   # each image's first pixel
+            cut = cutout_pixels(draws["cy"][sel], draws["cx"][sel], length=self.cutout) + slot   # (B, L, L)
+            x.view(-1, 3).index_fill_(0, cut.reshape(-1), 0)
+        return x.permute(0, 3, 1, 2), self.labels[index]                   # channels_last
