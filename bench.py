@@ -28,8 +28,33 @@ import train
 import utils
 from custom_resnet import CustomResNet
 
-TRAIN_GFLOP_PER_IMAGE = 2.27    # forward + backward of the ResNet-9 at 32x32 (docs/SPEC.md section 5)
-EVAL_GFLOP_PER_IMAGE = 0.76     # forward only
+# Peak dense tensor-core TFLOP/s from the vendors' datasheets, at the precision the recipe uses
+# there (bf16; fp16 on the T4 and V100), by a piece of torch.cuda.get_device_name(). A GPU not
+# listed gets no floor in the table, only its achieved TFLOP/s.
+DATASHEET_TFLOPS = {"H100 PCIe": 756, "H100": 989, "H200": 989, "A100": 312, "L4": 121, "A10": 125,
+                    "T4": 65, "V100": 125}
+
+
+def gflop_per_image(width=64):
+    """(training, evaluation) GFLOP per 32x32 image of CustomResNet(width), counted by
+    torch.utils.flop_counter on shapes only (the meta device: nothing is computed). Convolutions
+    and the linear layer count, BatchNorm and ReLU do not: SPEC section 5 gives 2.27 and 0.76
+    at width 64, and the tests hold this function to them."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.device("meta"):
+        model, x = CustomResNet(width=width), torch.randn(1, 3, 32, 32)
+    with FlopCounterMode(display=False) as forward:
+        model(x)
+    with FlopCounterMode(display=False) as train_step:
+        model(x).sum().backward()
+    return train_step.get_total_flops() / 1e9, forward.get_total_flops() / 1e9
+
+
+def datasheet_tflops(gpu_name):
+    for piece, tflops in DATASHEET_TFLOPS.items():        # "H100 PCIe" is tried before "H100"
+        if piece in gpu_name:
+            return tflops
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -72,18 +97,21 @@ def seconds_per_epoch(batches, rt):
     return timer.stop()
 
 
-def bench_augmentation(images, labels, rt, batch_size, rows):
+def bench_augmentation(images, labels, rt, batch_size, rows, workers=(0, 2)):
+    """Seconds for one pass: {"DeviceLoader": s, "torchvision v2, 0 workers": s, ...}."""
     loader = cifar.DeviceLoader(images, labels, batch_size, train=True, device=rt.device)
     seconds_per_epoch(loader, rt)                              # warm-up pass
     ours = min(seconds_per_epoch(loader, rt) for _ in range(3))
     rows.append(("augment: DeviceLoader epoch", f"{ours:.3f} s", f"{len(images):,} images on {rt.device}"))
-    for workers in (0, 2):
+    seconds = {"DeviceLoader": ours}
+    for n in workers:
         dl = torch.utils.data.DataLoader(PerSampleDataset(images, labels), batch_size=batch_size,
-                                         shuffle=True, drop_last=True, num_workers=workers,
-                                         persistent_workers=False)
+                                         shuffle=True, drop_last=True, num_workers=n)
         conventional = seconds_per_epoch(dl, utils.pick_runtime("cpu", "fp32"))   # it runs on the CPU
-        rows.append((f"augment: torchvision v2, {workers} workers", f"{conventional:.3f} s",
+        rows.append((f"augment: torchvision v2, {n} workers", f"{conventional:.3f} s",
                      f"DeviceLoader is {conventional / ours:.1f}x faster"))
+        seconds[f"torchvision v2, {n} workers"] = conventional
+    return seconds
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,6 +137,7 @@ def make_step(model, x, y, rt, opt=None):
 
 
 def bench_throughput(rt, batch_size, warmup, steps, rows):
+    """Seconds per step: (naive fp32 NCHW, ours)."""
     torch.manual_seed(0)
     x = torch.randn(batch_size, 3, 32, 32, device=rt.device)
     y = torch.randint(0, 10, (batch_size,), device=rt.device)
@@ -120,12 +149,14 @@ def bench_throughput(rt, batch_size, warmup, steps, rows):
     rows.append(("train step: naive fp32 NCHW", f"{batch_size / naive_s:,.0f} img/s", f"{naive_s:.3f} s/step"))
     rows.append((f"train step: ours ({rt.precision}, channels_last)", f"{batch_size / ours_s:,.0f} img/s",
                  f"{ours_s:.3f} s/step, {naive_s / ours_s:.2f}x the naive loop"))
+    return naive_s, ours_s
 
 
 # ----------------------------------------------------------------------------------------------
 # 3. Loop overhead
 
 def bench_loop_overhead(rt, n_images, batch_size, rows):
+    """Seconds: (train.py's epoch, the sum of its bare steps)."""
     d = cifar.synthetic_cifar10(n_images, 16)
     loader = cifar.DeviceLoader(d.train_images, d.train_labels, batch_size, train=True, device=rt.device)
     torch.manual_seed(0)
@@ -147,25 +178,44 @@ def bench_loop_overhead(rt, n_images, batch_size, rows):
     full = t.stop()
     rows.append(("loop: train.py epoch vs bare steps", f"{100 * (full / bare - 1):+.1f} %",
                  f"{full:.2f} s vs {bare:.2f} s over {len(batches)} steps (goal <= 5%)"))
+    return full, bare
 
 
 # ----------------------------------------------------------------------------------------------
 # 4. The whole recipe, CUDA only
 
-def bench_recipe(rt, compile, rows):
-    r = train.main(synthetic=True, synthetic_train=50_000, synthetic_test=10_000, lr_min=0.04, lr_max=0.4,
-                   plots=False, progress=False, compile=compile, device=str(rt.device),
-                   out_dir=f"/tmp/bench_recipe_{'compiled' if compile else 'eager'}")
-    tm = r["timings"]
-    images = r["steps_per_epoch"] * r["config"]["batch_size"] * r["config"]["epochs"]
-    tflops = images * TRAIN_GFLOP_PER_IMAGE / tm["train_seconds"] / 1000
+def bench_recipe(rt, compile, rows, n_train=50_000, n_test=10_000, **overrides):
+    """The whole recipe through train.main on synthetic data of CIFAR-10's size, with fixed LRs
+    (no range test). Returns the run's record with "achieved_tflops" (training FLOP over training
+    seconds) and "floor_seconds" (the training FLOP at the GPU's datasheet peak, or None), both
+    about training alone, as train_seconds is: evaluation is timed apart."""
     label = "compiled" if compile else "eager"
-    rows.append((f"recipe 24 epochs, {label}", f"{tm['train_seconds']:.1f} s train",
-                 f"{tm['images_per_second']:,.0f} img/s, {tflops:.0f} TFLOP/s, eval {tm['eval_seconds']:.1f} s, "
-                 f"compile {tm['compile_seconds']:.0f} s ({rt.describe().get('gpu')})"))
+    settings = dict(synthetic=True, synthetic_train=n_train, synthetic_test=n_test, lr_min=0.04,
+                    lr_max=0.4, plots=False, progress=False, compile=compile, device=str(rt.device),
+                    precision=rt.precision, out_dir=f"/tmp/bench_recipe_{label}", **overrides)
+    r = train.main(**settings)
+    cfg, tm = r["config"], r["timings"]
+    images = r["steps_per_epoch"] * cfg["batch_size"] * cfg["epochs"]       # the last partial batch is dropped
+    train_tflop = images * gflop_per_image(cfg["width"])[0] / 1000           # 2,700 for the recipe
+    r["achieved_tflops"] = train_tflop / tm["train_seconds"]
+    peak = datasheet_tflops(rt.describe().get("gpu", ""))
+    r["floor_seconds"] = train_tflop / peak if peak else None
+    floor = f", floor {r['floor_seconds']:.1f} s at the {peak} TFLOP/s datasheet peak" if peak else ""
+    rows.append((f"recipe {cfg['epochs']} epochs, {label}", f"{tm['train_seconds']:.1f} s train",
+                 f"{tm['images_per_second']:,.0f} img/s, {r['achieved_tflops']:.1f} TFLOP/s{floor}, "
+                 f"eval {tm['eval_seconds']:.1f} s, compile {tm['compile_seconds']:.0f} s "
+                 f"({rt.describe().get('gpu', rt.device)})"))
+    return r
 
 
 # ----------------------------------------------------------------------------------------------
+
+def format_table(rows):
+    """Rows of (row, result, detail) strings as aligned columns under a header."""
+    rows = [("row", "result", "detail"), *rows]
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in rows)
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -200,10 +250,7 @@ def main(argv=None):
     else:
         rows.append(("recipe 24 epochs (CUDA only)", "unmeasured", "no CUDA GPU here"))
     rows.append(("peak CPU RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", ""))
-    width = [max(len(r[i]) for r in rows) for i in range(3)]
-    print("\n" + "  ".join(h.ljust(w) for h, w in zip(("row", "result", "detail"), width)))
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, width)))
+    print("\n" + format_table(rows))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"argv": sys.argv, "runtime": rt.describe(), "rows": rows}, f, indent=2)
