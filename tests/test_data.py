@@ -201,6 +201,16 @@ def test_crop_is_a_window_of_the_padded_image_and_flip_mirrors_it(pad_mode, torc
         assert torch.equal(out[k], window), (pad_mode, int(dy[k]), int(dx[k]), bool(flip[k]))
 
 
+def test_the_gather_path_for_mps_selects_the_same_rows_as_index_select():
+    torch.manual_seed(0)
+    store = data.pad_and_mirror(torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8))
+    starts = data.crop_flip_rows(torch.tensor([0, 2, 1, 2]), torch.tensor([0, 8, 3, 5]),
+                                 torch.tensor([8, 0, 4, 1]), torch.tensor([False, True, True, False]))
+    starts = starts.reshape(-1)                                                # (4 * 32,)
+    expected = torch.index_select(data.rows_view(store), 0, starts)
+    assert torch.equal(data.gather_rows(store, starts), expected)
+
+
 def test_cutout_zeroes_one_8x8_square_clipped_at_the_borders():
     cy = torch.tensor([16, 0, 31, 3, 28])
     cx = torch.tensor([16, 0, 31, 30, 2])
@@ -285,6 +295,10 @@ def test_train_loader_is_reproducible_and_reshuffles_each_epoch():
     c = _loader(d.train_images, d.train_labels, batch_size=8, train=True, seed=7)
     c.epoch = 1
     assert all(torch.equal(x1, xc) for (x1, _), (xc, _) in zip(epoch1_a, c))
+    # The draws are the CPU generator's, whatever the device (tests/test_accelerators.py checks
+    # that a device loader's batches equal these).
+    g = torch.Generator().manual_seed(7 * 1_000_003 + 1)
+    assert torch.equal(c.draws(1)["order"], torch.randperm(40, generator=g))
 
 
 def test_train_loader_drops_the_last_incomplete_batch_and_refuses_too_little_data():
