@@ -46,6 +46,8 @@ Grad mode: the call runs under `torch.enable_grad()`, so it works inside `torch.
 `torch.inference_mode()` cannot be switched off from inside (its tensors never record a graph), so
 a call inside it raises RuntimeError: call it outside.
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -146,7 +148,7 @@ class GradCAM:
             x_req = x.detach().clone().requires_grad_(True)
             ## Autocast off: the map is computed in the model's own precision (float32 normally),
             ## not bf16/fp16, whose rounding is visible in a min-max normalised map.
-            with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            with torch.enable_grad(), _autocast_off(x.device.type):
                 logits = self.model(x_req)                         # (N, num_classes)
                 if logits.dim() != 2 or logits.shape[0] != n:
                     raise ValueError(f"model output must be logits (N, num_classes) with N={n}, "
@@ -218,6 +220,15 @@ class GradCAM:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _autocast_off(device_type):
+    """Autocast switched off on this device type. Where the device has no autocast at all (MPS
+    before torch 2.5 refuses even enabled=False), nothing can be on to switch off."""
+    try:
+        return torch.autocast(device_type=device_type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
 
 
 def _as_targets(targets, n: int, device) -> torch.Tensor:

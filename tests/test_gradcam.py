@@ -321,3 +321,16 @@ def test_an_empty_batch_gives_empty_maps():
     with gradcam.GradCAM(model, "layer3") as cam:
         out = cam(torch.zeros(0, 3, 32, 32), [])
     assert out.shape == (0, 32, 32)
+
+
+def test_a_device_without_autocast_still_gets_maps(monkeypatch):
+    """MPS before torch 2.5 refuses torch.autocast even with enabled=False."""
+    model, x = _model(), _images()
+    with gradcam.GradCAM(model, "layer3") as cam:
+        expected = cam(x)
+
+    def no_autocast(*args, **kwargs):
+        raise RuntimeError("User specified an unsupported autocast device_type 'mps'")
+    monkeypatch.setattr(torch, "autocast", no_autocast)
+    with gradcam.GradCAM(model, "layer3") as cam:
+        torch.testing.assert_close(cam(x), expected, atol=0, rtol=0)
