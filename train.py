@@ -321,8 +321,8 @@ def save_checkpoint(path, model, optimizer, scaler, loader, cfg, state):
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        # The CPU generator is the only one a run draws from (DeviceLoader draws on the CPU too).
+        "rng": {"torch": torch.get_rng_state()},
         "loader_epoch": loader.epoch,
         "config": dataclasses.asdict(cfg),
         **state,     # epoch, step, history, lr_min, lr_max, lr_source, lr_range_test
@@ -371,8 +371,6 @@ def restore(ckpt, model, optimizer, scaler, loader, path):
     if scaler.is_enabled() and ckpt["scaler"]:
         scaler.load_state_dict(ckpt["scaler"])
     torch.set_rng_state(ckpt["rng"]["torch"])
-    if torch.cuda.is_available() and len(ckpt["rng"]["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
     loader.epoch = ckpt["loader_epoch"]
 
 
@@ -539,7 +537,9 @@ def maybe_compile(cfg, model, optimizer, scaler, rt, loss_fn, train_loader, test
     so the compile time is measured apart from training; the step's effect is then undone."""
     if not cfg.compile:
         return model, 0.0
-    compiled = torch.compile(model)
+    # dynamic=False: one static graph per batch size (training, evaluation, a last partial
+    # evaluation batch) instead of a dynamic-shape graph once the eval batch size differs.
+    compiled = torch.compile(model, dynamic=False)
     t0 = time.perf_counter()
     saved_model = {k: v.clone() for k, v in model.state_dict().items()}
     saved_opt = copy.deepcopy(optimizer.state_dict())

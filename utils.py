@@ -75,6 +75,8 @@ class DeviceTimer:
             self.begin = torch.cuda.Event(enable_timing=True)
             self.begin.record()
         else:
+            if self.device.type == "mps":
+                torch.mps.synchronize()          # work queued earlier is not ours to time
             self.begin = time.perf_counter()
         return self
 
@@ -143,6 +145,11 @@ def pick_runtime(device="auto", precision="auto") -> Runtime:
         torch.cuda.set_device(dev)        # so events, streams and new tensors all use this GPU
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise UsageError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if dev.type == "mps" and precision in ("bf16", "fp16"):
+        # MPS autocast needs torch 2.5 (bf16 also macOS 14), and its GradScaler unscale kernel
+        # is newer still: fp32 is the one precision that works on every MPS setup.
+        raise UsageError(f"--precision {precision} is not supported on MPS here: use --precision "
+                         "fp32 (what auto picks on MPS).")
     if precision == "auto":
         if dev.type == "cuda":
             # Native bf16 needs compute capability 8.0 (Ampere). torch.cuda.is_bf16_supported()
