@@ -126,10 +126,10 @@ def time_steps(step, warmup, steps, rt):
     return timer.stop() / steps
 
 
-def make_step(model, x, y, rt, opt=None):
+def make_step(model, x, y, rt, opt=None, scaler=None):
     """train.py's training step on a fixed batch, at rt's precision (fp32: no autocast)."""
     opt = opt or torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    scaler, loss_fn = rt.grad_scaler(), torch.nn.CrossEntropyLoss()
+    scaler, loss_fn = scaler or rt.grad_scaler(), torch.nn.CrossEntropyLoss()
 
     def step(x=x, y=y):
         train.train_step(model, x, y, opt, scaler, rt.autocast, loss_fn)
@@ -146,7 +146,9 @@ def bench_throughput(rt, batch_size, warmup, steps, rows):
     ours_model = CustomResNet().to(rt.device, memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     ours_s = time_steps(make_step(ours_model, x_cl, y, rt), warmup, steps, rt)
-    rows.append(("train step: naive fp32 NCHW", f"{batch_size / naive_s:,.0f} img/s", f"{naive_s:.3f} s/step"))
+    # On CUDA, "fp32" is PyTorch's default there: cuDNN convolutions in TF32, as a naive loop gets.
+    naive_label = "naive fp32 (TF32 convolutions) NCHW" if rt.device.type == "cuda" else "naive fp32 NCHW"
+    rows.append((f"train step: {naive_label}", f"{batch_size / naive_s:,.0f} img/s", f"{naive_s:.3f} s/step"))
     rows.append((f"train step: ours ({rt.precision}, channels_last)", f"{batch_size / ours_s:,.0f} img/s",
                  f"{ours_s:.3f} s/step, {naive_s / ours_s:.2f}x the naive loop"))
     return naive_s, ours_s
@@ -165,13 +167,12 @@ def bench_loop_overhead(rt, n_images, batch_size, rows):
     scaler = rt.grad_scaler()
     loss_fn = torch.nn.CrossEntropyLoss()
     batches = list(loader)                       # pre-made batches: the bare steps read nothing
-    step = make_step(model, *batches[0], rt, opt=opt)
+    step = make_step(model, *batches[0], rt, opt=opt, scaler=scaler)
     step()                                       # warm-up (allocations, momentum buffers)
-    bare = 0.0
-    for x, y in batches:                         # the same optimizer and model as the epoch below
-        t = rt.timer().start()
-        step(x, y)
-        bare += t.stop()
+    t = rt.timer().start()
+    for x, y in batches:                         # the same model, optimizer and scaler as the epoch
+        step(x, y)                               # below, queued back to back as the epoch queues them
+    bare = t.stop()
     t = rt.timer().start()
     train.train_one_epoch(model, loader, opt, scaler, rt, loss_fn, lambda s: 0.01, 0, progress=True,
                           desc="loop overhead epoch")
@@ -186,9 +187,12 @@ def bench_loop_overhead(rt, n_images, batch_size, rows):
 
 def bench_recipe(rt, compile, rows, n_train=50_000, n_test=10_000, **overrides):
     """The whole recipe through train.main on synthetic data of CIFAR-10's size, with fixed LRs
-    (no range test). Returns the run's record with "achieved_tflops" (training FLOP over training
-    seconds) and "floor_seconds" (the training FLOP at the GPU's datasheet peak, or None), both
-    about training alone, as train_seconds is: evaluation is timed apart."""
+    (no range test), at rt's precision. On CUDA, cuDNN has already tuned its kernels for the
+    training shapes in rows 2 and 3, as a warm-up would.
+
+    Returns the run's record with "achieved_tflops" (training FLOP over training seconds) and
+    "floor_seconds" (the training FLOP at the GPU's datasheet peak, or None), both about
+    training alone, as train_seconds is: evaluation is timed apart."""
     label = "compiled" if compile else "eager"
     settings = dict(synthetic=True, synthetic_train=n_train, synthetic_test=n_test, lr_min=0.04,
                     lr_max=0.4, plots=False, progress=False, compile=compile, device=str(rt.device),
@@ -201,7 +205,7 @@ def bench_recipe(rt, compile, rows, n_train=50_000, n_test=10_000, **overrides):
     peak = datasheet_tflops(rt.describe().get("gpu", ""))
     r["floor_seconds"] = train_tflop / peak if peak else None
     floor = f", floor {r['floor_seconds']:.1f} s at the {peak} TFLOP/s datasheet peak" if peak else ""
-    rows.append((f"recipe {cfg['epochs']} epochs, {label}", f"{tm['train_seconds']:.1f} s train",
+    rows.append((f"recipe {cfg['epochs']} epochs, {label}, {rt.precision}", f"{tm['train_seconds']:.1f} s train",
                  f"{tm['images_per_second']:,.0f} img/s, {r['achieved_tflops']:.1f} TFLOP/s{floor}, "
                  f"eval {tm['eval_seconds']:.1f} s, compile {tm['compile_seconds']:.0f} s "
                  f"({rt.describe().get('gpu', rt.device)})"))
@@ -243,13 +247,14 @@ def main(argv=None):
     print(rows[-1], flush=True)
     if gpu:
         torch.cuda.reset_peak_memory_stats()
-        bench_recipe(rt, compile=False, rows=rows)
+        bench_recipe(rt, compile=False, rows=rows, batch_size=a.batch_size)
         if not a.quick:
-            bench_recipe(rt, compile=True, rows=rows)
+            bench_recipe(rt, compile=True, rows=rows, batch_size=a.batch_size)
         rows.append(("peak CUDA memory allocated", f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", ""))
     else:
         rows.append(("recipe 24 epochs (CUDA only)", "unmeasured", "no CUDA GPU here"))
-    rows.append(("peak CPU RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", ""))
+    rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    rows.append(("peak CPU RSS", f"{rss_bytes / 2**30:.2f} GiB", ""))      # ru_maxrss: KiB, bytes on macOS
     print("\n" + format_table(rows))
     if a.json:
         with open(a.json, "w") as f:

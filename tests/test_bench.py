@@ -81,7 +81,7 @@ def test_recipe_row_is_the_runs_own_training_time_and_flop(device):
     train_gflop = bench.gflop_per_image(8)[0]
     expected = 2 * 4 * 64 * train_gflop / 1000 / r["timings"]["train_seconds"]
     assert r["achieved_tflops"] == pytest.approx(expected, rel=1e-9)
-    assert rows[0][0] == "recipe 2 epochs, eager"
+    assert rows[0][0] == f"recipe 2 epochs, eager, {rt.precision}"
     assert number(rows[0][1]) == pytest.approx(r["timings"]["train_seconds"], abs=0.05)
     peak = bench.datasheet_tflops(rt.describe().get("gpu", ""))
     assert (r["floor_seconds"] is None) == (peak is None)
