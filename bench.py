@@ -19,7 +19,6 @@ import json
 import platform
 import resource
 import sys
-import time
 
 import torch
 

@@ -1,7 +1,6 @@
 """Nothing lost, nothing executed: checkpoints, exact resume, interrupts, hostile files, errors."""
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys

@@ -268,7 +268,7 @@ def test_the_same_seed_gives_bit_identical_cpu_fp32_runs(tmp_path):
     wb = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
-    c = train.main(**TINY, epochs=1, lr_min=0.02, lr_max=0.2, seed=4, out_dir=str(tmp_path / "c"))
+    train.main(**TINY, epochs=1, lr_min=0.02, lr_max=0.2, seed=4, out_dir=str(tmp_path / "c"))
     wc = torch.load(tmp_path / "c" / "model.pt", weights_only=True)
     assert not torch.equal(wa["prep.conv.weight"], wc["prep.conv.weight"])
 
