@@ -365,6 +365,7 @@ class DeviceLoader:
                 raise UsageError(f"training batches are cropped to 32x32; images must be 32x32, "
                                  f"got {tuple(images.shape[2:])}")
             self.store = pad_and_mirror(self.images, 4, pad_mode)   # (N, 2, 40, 40, 3), made once
+            self.slot = torch.arange(batch_size, device=self.device)[:, None, None] * 1024   # first pixels
             if len(self) == 0:
                 raise UsageError(f"{len(images)} training images make no full batch of {batch_size}: "
                                  "use a smaller --batch-size or more data")
@@ -421,7 +422,6 @@ class DeviceLoader:
         x = x.view(b, 32, 32, 3)
         if self.cutout:
             # Cutout zeroes the normalised image (the mean colour), as DeVries & Taylor do.
-            slot = torch.arange(b, device=self.device)[:, None, None] * 1024   # each image's first pixel
-            cut = cutout_pixels(draws["cy"][sel], draws["cx"][sel], length=self.cutout) + slot   # (B, L, L)
+            cut = cutout_pixels(draws["cy"][sel], draws["cx"][sel], length=self.cutout) + self.slot  # (B, L, L)
             x.view(-1, 3).index_fill_(0, cut.reshape(-1), 0)
         return x.permute(0, 3, 1, 2), self.labels[index]                   # channels_last

@@ -1,7 +1,29 @@
 import os
 import sys
 
+import pytest
+
 # The modules live at the repository root (flat layout): make them importable from tests/.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+@pytest.fixture
+def interrupt_in_epoch(monkeypatch):
+    """interrupt_in_epoch(n): train.train_one_epoch finishes epoch n (so the weights in memory
+    move on), then raises KeyboardInterrupt as Ctrl-C would, before that epoch is checkpointed.
+    monkeypatch.undo() disarms it."""
+    import train
+
+    def arm(epoch):
+        original, calls = train.train_one_epoch, []
+
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            result = original(*args, **kwargs)
+            if len(calls) == epoch:
+                raise KeyboardInterrupt
+            return result
+        monkeypatch.setattr(train, "train_one_epoch", wrapped)
+    return arm

@@ -18,13 +18,9 @@ import data
 import train
 import utils
 from custom_resnet import CustomResNet
+from devices import ACCELERATORS
 from gradcam import GradCAM
 from lr_finder import lr_range_test
-
-ACCELERATORS = [
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")),
-    pytest.param("mps", marks=pytest.mark.skipif(not torch.backends.mps.is_available(), reason="no MPS here")),
-]
 
 
 @contextlib.contextmanager
@@ -47,8 +43,9 @@ def test_training_batches_equal_the_cpus(device):
     d = data.synthetic_cifar10(512, 8)
     on_device = data.DeviceLoader(d.train_images, d.train_labels, 128, train=True, device=device, seed=3)
     on_cpu = data.DeviceLoader(d.train_images, d.train_labels, 128, train=True, device="cpu", seed=3)
+    assert len(on_device) == len(on_cpu) == 4
     for epoch in range(2):                     # the draws are the same on every device
-        for (x, y), (x_cpu, y_cpu) in zip(on_device, on_cpu, strict=True):
+        for (x, y), (x_cpu, y_cpu) in zip(on_device, on_cpu):
             assert x.device.type == device and x.is_contiguous(memory_format=torch.channels_last)
             assert torch.equal(y.cpu(), y_cpu)
             torch.testing.assert_close(x.cpu(), x_cpu, atol=1e-5, rtol=0)
@@ -59,7 +56,8 @@ def test_evaluation_batches_equal_the_cpus(device):
     d = data.synthetic_cifar10(8, 300)
     on_device = data.DeviceLoader(d.test_images, d.test_labels, 128, train=False, device=device)
     on_cpu = data.DeviceLoader(d.test_images, d.test_labels, 128, train=False, device="cpu")
-    for (x, y), (x_cpu, y_cpu) in zip(on_device, on_cpu, strict=True):
+    assert len(on_device) == len(on_cpu) == 3
+    for (x, y), (x_cpu, y_cpu) in zip(on_device, on_cpu):
         torch.testing.assert_close(x.cpu(), x_cpu, atol=1e-5, rtol=0)
         assert torch.equal(y.cpu(), y_cpu)
 
@@ -99,7 +97,9 @@ def test_evaluation_forward_equals_the_cpus_at_fp32(device):
         expected = model(x)
         got = model.to(device, memory_format=torch.channels_last)(
             x.to(device, memory_format=torch.channels_last))
-    torch.testing.assert_close(got.cpu(), expected, atol=1e-4, rtol=1e-4)
+    # A layout or precision bug errs by about the logits' own size; fp32 kernels (direct,
+    # Winograd or FFT convolutions, whichever cuDNN picks) stay far within 1e-3 of it.
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-3 * expected.abs().max().item(), rtol=0)
 
 
 @pytest.mark.parametrize("device", ACCELERATORS)
@@ -136,7 +136,7 @@ def test_gradcam_on_the_device_equals_the_cpus(device):
         with GradCAM(model, "layer3") as cam:
             got = cam(x.to(device), targets=[0, 1, 2, 3, 4, 5])
     assert got.device.type == device and got.shape == (6, 32, 32)
-    torch.testing.assert_close(got.cpu(), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-3, rtol=0)        # maps are in [0, 1]
 
 
 @pytest.mark.parametrize("device", ACCELERATORS)
@@ -157,22 +157,10 @@ def test_device_timer_waits_for_the_devices_work(device):
 # ----------------------------------------------------------------------------------------------
 # A whole run, and its files on a machine without the device
 
-def _stop_after_epochs(monkeypatch, n):
-    """Ctrl-C at the end of epoch n + 1, before it is checkpointed: the checkpoint holds n epochs."""
-    original, calls = train.train_one_epoch, []
-
-    def wrapped(*args, **kwargs):
-        calls.append(1)
-        result = original(*args, **kwargs)
-        if len(calls) == n + 1:
-            raise KeyboardInterrupt
-        return result
-    monkeypatch.setattr(train, "train_one_epoch", wrapped)
-
-
 @pytest.mark.parametrize("device", ACCELERATORS)
-def test_a_run_on_the_device_learns_and_resumes_on_the_device_and_on_the_cpu(device, tmp_path, monkeypatch):
-    _stop_after_epochs(monkeypatch, 2)
+def test_a_run_on_the_device_learns_and_resumes_on_the_device_and_on_the_cpu(
+        device, tmp_path, monkeypatch, interrupt_in_epoch):
+    interrupt_in_epoch(3)                        # Ctrl-C in epoch 3: the checkpoint holds 2 epochs
     with pytest.raises(train.Interrupted):
         train.main(synthetic=True, synthetic_train=2560, synthetic_test=512, width=16, batch_size=128,
                    epochs=3, device=device, progress=False, out_dir=str(tmp_path))      # range test first

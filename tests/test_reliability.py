@@ -40,26 +40,11 @@ def uninterrupted(tmp_path_factory):
 # ----------------------------------------------------------------------------------------------
 # Exact resume
 
-def interrupt_in_epoch(monkeypatch, epoch):
-    """Make train_one_epoch finish epoch `epoch` (so the weights in memory move on), then raise
-    KeyboardInterrupt as Ctrl-C would, before that epoch is checkpointed."""
-    original = train.train_one_epoch
-    calls = {"n": 0}
-
-    def wrapped(*args, **kwargs):
-        calls["n"] += 1
-        result = original(*args, **kwargs)
-        if calls["n"] == epoch:
-            raise KeyboardInterrupt
-        return result
-    monkeypatch.setattr(train, "train_one_epoch", wrapped)
-
-
 @pytest.mark.parametrize("stop_in_epoch", [2, 3])
 def test_resume_after_any_epoch_is_bit_identical_to_an_uninterrupted_run(
-        tmp_path, monkeypatch, uninterrupted, stop_in_epoch):
+        tmp_path, monkeypatch, interrupt_in_epoch, uninterrupted, stop_in_epoch):
     full_record, full_weights = uninterrupted
-    interrupt_in_epoch(monkeypatch, stop_in_epoch)
+    interrupt_in_epoch(stop_in_epoch)
     with pytest.raises(train.Interrupted, match="--resume") as e:
         train.main(**TINY, out_dir=str(tmp_path))
     assert f"epoch {stop_in_epoch - 1}" in str(e.value)
@@ -85,8 +70,8 @@ def test_checkpoint_holds_everything_needed_to_resume(tmp_path):
     assert ckpt["optimizer"]["state"], "momentum buffers must be saved"
 
 
-def test_resume_refuses_a_changed_setting_but_allows_output_settings(tmp_path, monkeypatch):
-    interrupt_in_epoch(monkeypatch, 2)
+def test_resume_refuses_a_changed_setting_but_allows_output_settings(tmp_path, monkeypatch, interrupt_in_epoch):
+    interrupt_in_epoch(2)
     with pytest.raises(train.Interrupted):
         train.main(**TINY, out_dir=str(tmp_path))
     monkeypatch.undo()

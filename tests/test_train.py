@@ -99,7 +99,7 @@ def test_an_fp16_overflow_step_is_skipped_whole_even_the_first():
     assert scaler.get_scale() == scale / 2                                       # so it was skipped
     params = {k for k, _ in model.named_parameters()}
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items() if k in params)
-    assert all(torch.isfinite(s["momentum_buffer"]).all() for s in optimizer.state.values())
+    assert not optimizer.state                                                   # no momentum made yet
     for _ in range(2):
         train.train_step(model, x, y, optimizer, scaler, rt.autocast, loss_fn)
     assert all(torch.isfinite(p).all() for p in model.parameters())
