@@ -1,6 +1,6 @@
 """Speed of this repository's training path, measured side by side with the conventional one.
 
-    python bench.py --quick      # about 3 minutes on a 2-core CPU
+    python bench.py --quick      # about 2 minutes on this project's 2-core CPU
     python bench.py              # full sizes; on CUDA also the whole 24-epoch recipe
 
 Every row of the table is measured in the same run on the same machine:
@@ -232,7 +232,7 @@ def format_table(rows):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller sizes: about 3 minutes on a 2-core CPU")
+    p.add_argument("--quick", action="store_true", help="smaller sizes: about 2 minutes on a 2-core CPU")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
     p.add_argument("--batch-size", type=int, default=512)
