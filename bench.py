@@ -210,14 +210,15 @@ def bench_recipe(rt, compile, rows, n_train=50_000, n_test=10_000, out_dir="/tmp
     images = r["steps_per_epoch"] * cfg["batch_size"] * cfg["epochs"]       # the last partial batch is dropped
     train_tflop = images * gflop_per_image(cfg["width"])[0] / 1000           # 2,700 for the recipe
     r["achieved_tflops"] = train_tflop / tm["train_seconds"]
+    gpu = rt.describe().get("gpu")
     # The datasheet peaks are for tensor-core bf16/fp16: no floor for an fp32 run.
-    peak = datasheet_tflops(rt.describe().get("gpu", "")) if rt.precision in ("bf16", "fp16") else None
+    peak = datasheet_tflops(gpu or "") if rt.precision in ("bf16", "fp16") else None
     r["floor_seconds"] = train_tflop / peak if peak else None
     floor = f", floor {r['floor_seconds']:.1f} s at the {peak} TFLOP/s datasheet peak" if peak else ""
     rows.append((f"recipe {cfg['epochs']} epochs, {label}, {rt.precision}", f"{tm['train_seconds']:.1f} s train",
                  f"{tm['images_per_second']:,.0f} img/s, {r['achieved_tflops']:.1f} TFLOP/s{floor}, "
                  f"eval {tm['eval_seconds']:.1f} s, compile {tm['compile_seconds']:.0f} s "
-                 f"({rt.describe().get('gpu', rt.device)})"))
+                 f"({gpu or rt.device})"))
     return r
 
 
