@@ -62,6 +62,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 MODES = ("exp", "linear")
+# The rule's defaults (module docstring): chosen on real CIFAR-10 images, see README.md.
+BACKOFF = 2.0       # LRMAX = LR at the first minimum / BACKOFF
+MIN_FACTOR = 10.0   # LRMIN = LRMAX / MIN_FACTOR
+RISE = 0.05         # the smoothed loss "turns up" once it is 5% above its lowest value so far
 
 
 # ----------------------------------------------------------------------------- result
@@ -82,21 +86,42 @@ class RangeTestResult:
 
 
 # ----------------------------------------------------------------------------- the rule
-def _check_pick_args(backoff, min_factor):
+def _check_pick_args(backoff, min_factor, rise):
     if not backoff >= 1:     # written this way so that NaN fails too
         raise ValueError(f"backoff must be >= 1, got {backoff}")
     if not min_factor > 1:
         raise ValueError(f"min_factor must be > 1, got {min_factor}")
+    if not rise > 0:
+        raise ValueError(f"rise must be > 0, got {rise}")
 
 
-def pick_lrs(lrs, smoothed, *, backoff=10.0, min_factor=10.0, stop_reason="completed"):
+def first_minimum(smoothed, rise=RISE):
+    """Index of the first minimum of the smoothed loss that the loss turns up from.
+
+    The loss "turns up" at the first point more than `rise` (relative) above its lowest value so
+    far, once that lowest value lies at least `rise` below the highest value before it (so the
+    noise of a flat start, before the loss has fallen at all, is no turn). Returns the index of
+    the lowest value before the turn, or of the lowest value of all if the loss never turns up.
+    Later dips do not count: see the module docstring (BatchNorm's second descent).
+    """
+    i_best, best, high_before_best, high = 0, smoothed[0], smoothed[0], smoothed[0]
+    for i, s in enumerate(smoothed):
+        high = max(high, s)
+        if s < best:
+            i_best, best, high_before_best = i, s, high
+        elif 0 < best <= (1 - rise) * high_before_best and s > (1 + rise) * best:
+            break                                   # turned up for real: stop looking
+    return i_best
+
+
+def pick_lrs(lrs, smoothed, *, backoff=BACKOFF, min_factor=MIN_FACTOR, rise=RISE, stop_reason="completed"):
     """LRMAX and LRMIN from a range-test curve: `(lr_max, lr_min, rule, note)`.
 
-    i_min = argmin(smoothed); lr_max = lrs[i_min] / backoff; lr_min = lr_max / min_factor.
-    See the module docstring for why (Smith, 1506.01186 and 1803.09820). `stop_reason` only
-    words the note when the minimum is the last point ("completed": raise end_lr).
+    i = first_minimum(smoothed, rise); lr_max = lrs[i] / backoff; lr_min = lr_max / min_factor.
+    See the module docstring for why and for the measurements that chose the factors.
+    `stop_reason` only words the note when the minimum is the last point ("completed": raise end_lr).
     """
-    _check_pick_args(backoff, min_factor)
+    _check_pick_args(backoff, min_factor, rise)
     lrs, smoothed = [float(v) for v in lrs], [float(v) for v in smoothed]
     if len(lrs) != len(smoothed):
         raise ValueError(f"lrs and smoothed differ in length: {len(lrs)} vs {len(smoothed)}")
@@ -105,11 +130,11 @@ def pick_lrs(lrs, smoothed, *, backoff=10.0, min_factor=10.0, stop_reason="compl
     if not all(math.isfinite(v) for v in lrs + smoothed) or min(lrs) <= 0:
         raise ValueError("lrs must be finite and > 0, smoothed finite")
 
-    i_min = min(range(len(smoothed)), key=smoothed.__getitem__)   # first minimum on ties
+    i_min = first_minimum(smoothed, rise)
     lr_max = lrs[i_min] / backoff
     lr_min = lr_max / min_factor
-    rule = (f"LRMAX = LR at the minimum of the smoothed loss ({lrs[i_min]:.3g}) / {backoff:g}; "
-            f"LRMIN = LRMAX / {min_factor:g} (Smith 1506.01186, 1803.09820)")
+    rule = (f"LRMAX = LR at the minimum of the smoothed loss before it first rises {100 * rise:g}% "
+            f"({lrs[i_min]:.3g}) / {backoff:g}; LRMIN = LRMAX / {min_factor:g}")
     last = len(lrs) - 1
     if last == 0:
         note = "only one finite loss was recorded: LRMAX is a guess; lower start_lr"
@@ -211,8 +236,8 @@ def _check_args(start_lr, end_lr, num_iter, mode, smooth, diverge, autocast):
 
 # ----------------------------------------------------------------------------- the test
 def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=1e-4, end_lr=10.0,
-                  num_iter=100, mode="exp", smooth=0.05, diverge=5.0, backoff=10.0,
-                  min_factor=10.0, autocast=None, scaler=None, step_hook=None):
+                  num_iter=100, mode="exp", smooth=0.05, diverge=5.0, backoff=BACKOFF,
+                  min_factor=MIN_FACTOR, rise=RISE, autocast=None, scaler=None, step_hook=None):
     """Run the LR range test and pick LRMAX and LRMIN by the rule of the module docstring.
 
     model, optimizer: trained for up to `num_iter` steps, then restored bit for bit (model
@@ -227,7 +252,7 @@ def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=1e-4, end_lr=1
                  for every param group.
     smooth:      EMA weight of the newest loss (0.05 as in torch-lr-finder: ~20-batch memory).
     diverge:     stop once the smoothed loss exceeds diverge x its best value so far.
-    backoff, min_factor: the rule's factors (see `pick_lrs`).
+    backoff, min_factor, rise: the rule's parameters (see `pick_lrs`).
     autocast:    None, or a factory of a context manager for the forward pass
                  (lambda: torch.autocast("cuda", dtype=torch.bfloat16)).
     scaler:      None, or a torch.amp.GradScaler (for float16 autocast).
@@ -238,7 +263,7 @@ def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=1e-4, end_lr=1
     of 10 swamps. Returns a RangeTestResult.
     """
     _check_args(start_lr, end_lr, num_iter, mode, smooth, diverge, autocast)
-    _check_pick_args(backoff, min_factor)     # fail before spending the test, not after
+    _check_pick_args(backoff, min_factor, rise)     # fail before spending the test, not after
     make_ctx = autocast if autocast is not None else contextlib.nullcontext
     lrs, losses, smoothed = [], [], []
     best = math.inf                            # lowest smoothed loss so far
@@ -290,7 +315,7 @@ def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=1e-4, end_lr=1
         raise RuntimeError(f"the loss was not finite at the very first step with lr={start_lr:g}: "
                            f"lower start_lr or check the data")
     lr_max, lr_min, rule, note = pick_lrs(lrs, smoothed, backoff=backoff, min_factor=min_factor,
-                                          stop_reason=stop_reason)
+                                          rise=rise, stop_reason=stop_reason)
     return RangeTestResult(lrs, losses, smoothed, lr_max, lr_min, stop_reason, rule, note)
 
 

@@ -63,8 +63,11 @@ class Config:
     lr_test_iters: int = opt(0, "steps of the range test; 0 = auto: one epoch's steps, clamped to 20..100")
     lr_test_start: float = opt(1e-3, "first LR of the range test")
     lr_test_end: float = opt(10.0, "last LR of the range test (grows exponentially from the first)")
-    lr_backoff: float = opt(10.0, "LRMAX = the LR at the smoothed-loss minimum / lr_backoff")
-    lr_min_factor: float = opt(10.0, "LRMIN = LRMAX / lr_min_factor (Smith: 10-20 for one cycle)")
+    lr_backoff: float = opt(lr_finder.BACKOFF, "LRMAX = the LR at the first minimum of the smoothed loss / "
+                            "lr_backoff (lr_finder.py; chosen on real CIFAR-10 images, see README)")
+    lr_min_factor: float = opt(lr_finder.MIN_FACTOR, "LRMIN = LRMAX / lr_min_factor (Smith: 10-20 for one cycle)")
+    lr_rise: float = opt(lr_finder.RISE, "the range test's loss has turned up once its smoothed value is this "
+                         "fraction above its lowest (0.05: 5 percent); later dips are ignored")
     # --- optimizer: SGD, mean cross-entropy loss
     momentum: float = opt(0.9, "SGD momentum")
     nesterov: bool = opt(True, "Nesterov momentum (--no-nesterov for heavy-ball)")
@@ -152,6 +155,7 @@ def validate(cfg: Config):
     need(cfg.lr_test_iters == 0 or cfg.lr_test_iters >= 2, "lr_test_iters must be 0 (auto) or at least 2")
     need(cfg.lr_min_factor > 1, f"lr_min_factor must be greater than 1 (LRMIN < LRMAX), got {cfg.lr_min_factor}")
     need(cfg.lr_backoff >= 1, f"lr_backoff must be at least 1, got {cfg.lr_backoff}")
+    need(cfg.lr_rise > 0, f"lr_rise must be positive, got {cfg.lr_rise}")
     need(cfg.precision in ("auto", "fp32", "bf16", "fp16"),
          f"precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}")
     need(cfg.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
@@ -236,7 +240,7 @@ def find_lrs(cfg, model, optimizer, scaler, rt, train_loader, loss_fn, log):
     result = lr_finder.lr_range_test(
         model, optimizer, loss_fn, loader, start_lr=cfg.lr_test_start, end_lr=cfg.lr_test_end,
         num_iter=iters, smooth=min(0.3, 5 / iters), backoff=cfg.lr_backoff,
-        min_factor=cfg.lr_min_factor, autocast=rt.autocast, scaler=scaler)
+        min_factor=cfg.lr_min_factor, rise=cfg.lr_rise, autocast=rt.autocast, scaler=scaler)
     log(f"LR range test: {len(result.lrs)} steps ({result.stop_reason}) in {time.perf_counter() - t0:.1f} s; "
         f"LRMAX = {result.lr_max:.4g}, LRMIN = {result.lr_min:.4g}. Rule: {result.rule}"
         + (f" Note: {result.note}" if result.note else ""))

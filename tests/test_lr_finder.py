@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import lr_finder
 from lr_finder import RangeTestResult, lr_range_test, pick_lrs, plot_range_test
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,9 +239,9 @@ def test_divergence_stops_early_and_lr_max_backs_off():
     assert res.smoothed[-1] > 5.0 * min(res.smoothed[:-1])        # the stop criterion held
     assert all(res.smoothed[i] <= 5.0 * min(res.smoothed[:i + 1]) for i in range(len(res.lrs) - 1))
     assert all(math.isfinite(v) for v in res.losses)
-    i_min = int(np.argmin(res.smoothed))
-    assert res.lr_max == res.lrs[i_min] / 10.0
-    assert res.lr_max <= res.lrs[-1] / 10.0                        # >= backoff below the stop
+    i_min = int(np.argmin(res.smoothed))                           # one minimum, then a blow-up
+    assert res.lr_max == res.lrs[i_min] / lr_finder.BACKOFF
+    assert res.lr_max < res.lrs[-1]                                # below the stop
     assert res.note == ""
 
 
@@ -252,13 +253,17 @@ def _lrs(n=101):
 def test_pick_lrs_on_u_shaped_curve():
     lrs = _lrs()
     smoothed = [(math.log10(lr) - math.log10(0.3)) ** 2 for lr in lrs]
-    lr_max, lr_min, rule, note = pick_lrs(lrs, smoothed)
+    lr_max, lr_min, rule, note = pick_lrs(lrs, smoothed, backoff=10.0, min_factor=10.0)
     i = int(np.argmin(smoothed))
     assert abs(math.log10(lrs[i] / 0.3)) <= 0.05 / 2 + 1e-12     # within half a grid step
     assert lr_max == lrs[i] / 10.0
     assert lr_min == lr_max / 10.0
     assert note == ""
     assert "/ 10" in rule and "smoothed" in rule
+    # the defaults are the module's constants
+    d_max, d_min, d_rule, _ = pick_lrs(lrs, smoothed)
+    assert d_max == lrs[i] / lr_finder.BACKOFF and d_min == d_max / lr_finder.MIN_FACTOR
+    assert f"{100 * lr_finder.RISE:g}%" in d_rule
     # the parameters are the rule's, not constants
     lr_max3, lr_min3, rule3, _ = pick_lrs(lrs, smoothed, backoff=3.0, min_factor=20.0)
     assert lr_max3 == lrs[i] / 3.0 and lr_min3 == lr_max3 / 20.0 and "/ 3" in rule3
@@ -268,17 +273,18 @@ def test_pick_lrs_notes_and_edge_cases():
     lrs = _lrs(50)
     falling = [1.0 / (1 + k) for k in range(50)]
     rising = [1.0 + k for k in range(50)]
-    lr_max, _, _, note = pick_lrs(lrs, falling)
+    lr_max, _, _, note = pick_lrs(lrs, falling, backoff=10.0)
     assert lr_max == lrs[-1] / 10.0 and note == "the loss was still falling at end_lr: raise end_lr"
     _, _, _, note = pick_lrs(lrs, falling, stop_reason="non-finite loss")
     assert "raise end_lr" not in note and "non-finite" in note
-    lr_max, _, _, note = pick_lrs(lrs, rising)
+    lr_max, _, _, note = pick_lrs(lrs, rising, backoff=10.0)
     assert lr_max == lrs[0] / 10.0 and note == "the loss never fell: lower start_lr"
-    lr_max, _, _, note = pick_lrs([0.5], [2.0])
+    lr_max, _, _, note = pick_lrs([0.5], [2.0], backoff=10.0)
     assert lr_max == 0.05 and "one" in note
     # ties: the first (smaller) LR is the conservative choice
-    assert pick_lrs([1.0, 2.0, 3.0], [3.0, 1.0, 1.0])[0] == 0.2
-    for kwargs in ({"backoff": 0.5}, {"min_factor": 1.0}, {"backoff": math.nan}):
+    assert pick_lrs([1.0, 2.0, 3.0], [3.0, 1.0, 1.0], backoff=10.0)[0] == 0.2
+    for kwargs in ({"backoff": 0.5}, {"min_factor": 1.0}, {"backoff": math.nan}, {"rise": 0.0},
+                   {"rise": math.nan}):
         with pytest.raises(ValueError):
             pick_lrs(lrs, falling, **kwargs)
     with pytest.raises(ValueError):
@@ -287,6 +293,26 @@ def test_pick_lrs_notes_and_edge_cases():
         pick_lrs([1.0, 2.0], [1.0])
     with pytest.raises(ValueError):
         pick_lrs([1.0, 2.0], [1.0, math.nan])
+
+
+def test_a_second_descent_after_the_loss_turned_up_is_ignored():
+    ## Shape measured on real CIFAR-10 images (10,000 images, 100 steps, README): the loss falls
+    ## to a minimum near LR 0.3, rises ~9%, then falls again to a LOWER value near LR 8, where
+    ## training at that LR fails. The pick must stay at the first minimum.
+    lrs = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
+    smoothed = [2.0, 1.9, 1.82, 1.99, 1.95, 1.85, 1.75]
+    lr_max, lr_min, rule, note = pick_lrs(lrs, smoothed, backoff=1.0, min_factor=10.0, rise=0.05)
+    assert lr_max == 0.4 and lr_min == pytest.approx(0.04) and note == ""
+    # a rise within the threshold is ragged noise, not the turn: the later, lower minimum counts
+    bump = [2.0, 1.9, 1.82, 1.88, 1.80, 1.95, 2.5]               # 1.88 < 1.05 * 1.82
+    assert pick_lrs(lrs, bump, backoff=1.0, rise=0.05)[0] == 1.6
+    assert pick_lrs(lrs, bump, backoff=1.0, rise=0.01)[0] == 0.4  # the threshold is the parameter's
+    # first_minimum is the index the rule reads
+    assert lr_finder.first_minimum(smoothed, 0.05) == 2 and lr_finder.first_minimum(bump, 0.05) == 4
+    assert lr_finder.first_minimum([3.0, 2.0, 1.0], 0.05) == 2   # never rose: the last point
+    # a rise before the loss has fallen at all is the noise of the flat start, not the turn
+    noisy_start = [2.0, 2.15, 2.1, 1.9, 1.7, 1.6, 1.9]
+    assert lr_finder.first_minimum(noisy_start, 0.05) == 5
 
 
 # ----------------------------------------------------------------------------- 6. smoothing
@@ -391,7 +417,7 @@ def test_plot_writes_a_non_blank_png(tmp_path):
     lrs = _lrs(60)
     losses = [(math.log10(lr) + 0.5) ** 2 + 1.0 for lr in lrs]
     losses[-3:] = [50.0, 1e3, 1e5]               # a divergent tail
-    lr_max, lr_min, rule, note = pick_lrs(lrs, losses)
+    lr_max, lr_min, rule, note = pick_lrs(lrs, losses, backoff=10.0)
     res = RangeTestResult(lrs, losses, losses, lr_max, lr_min, "diverged", rule, note)
     path = tmp_path / "range_test.png"
     fig = plot_range_test(res, path)
@@ -429,6 +455,6 @@ def test_custom_resnet_run_completes_and_restores():
     res = lr_range_test(model, opt, F.cross_entropy, batches, start_lr=1e-3, end_lr=0.1,
                         num_iter=6)
     assert res.stop_reason == "completed" and len(res.lrs) == 6
-    assert 0 < res.lr_min < res.lr_max <= 0.1 / 10
+    assert 0 < res.lr_min < res.lr_max <= 0.1 / lr_finder.BACKOFF
     _assert_identical(before, _state(model, opt))
     assert not model.training

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import lr_finder
 import train
 import utils
 from custom_resnet import CustomResNet
@@ -232,11 +233,15 @@ def test_subset_keeps_the_first_n_images(tmp_path):
 
 
 def test_main_without_lrs_finds_them_records_them_and_trains_with_them(tmp_path):
-    r = train.main(**{**TINY, "plots": True}, epochs=2, lr_test_iters=12, out_dir=str(tmp_path))
+    r = train.main(**{**TINY, "plots": True}, epochs=2, lr_test_iters=12, lr_backoff=2.0, lr_min_factor=8.0,
+                   lr_rise=0.2, out_dir=str(tmp_path))
     rt = r["lr_range_test"]
     assert r["lr_source"] == "range test" and len(rt["lrs"]) >= 2
-    assert r["lr_max"] == rt["lr_max"] and r["lr_min"] == pytest.approx(r["lr_max"] / 10)
-    assert "minimum of the smoothed loss" in rt["rule"]
+    # the rule's three settings reach lr_finder.pick_lrs: the recorded LRs are its reading of the curve
+    i = lr_finder.first_minimum(rt["smoothed"], 0.2)
+    assert r["lr_max"] == rt["lr_max"] == rt["lrs"][i] / 2.0
+    assert r["lr_min"] == pytest.approx(r["lr_max"] / 8.0)
+    assert "minimum of the smoothed loss" in rt["rule"] and "rises 20%" in rt["rule"]
     sched = r["lr_schedule"]
     assert sched[0] == pytest.approx(r["lr_min"]) and sched[-1] == pytest.approx(r["lr_min"])
     assert max(sched) <= r["lr_max"] and max(sched) > 0.8 * r["lr_max"]
