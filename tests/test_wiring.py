@@ -130,7 +130,8 @@ class Spy:
         mp.setattr(utils, "pick_runtime", recording("runtime", pick, self.runtimes))
         for name in PLOTS:
             mp.setattr(utils, name, recording(name, lambda *a, **k: None, self.plots[name]))
-        mp.setattr(lr_finder, "plot_range_test", recording("range", lambda *a, **k: None, self.plots["plot_range_test"]))
+        mp.setattr(lr_finder, "plot_range_test",
+                   recording("range", lambda *a, **k: None, self.plots["plot_range_test"]))
         if timer:
             mp.setattr(utils, "DeviceTimer", FakeTimer)
             FakeTimer.clock = itertools.count(1)
@@ -318,7 +319,8 @@ def test_the_training_batches_are_the_loaders_with_the_given_augmentation(altere
         assert torch.equal(step["x"], x) and torch.equal(step["y"], y)
     # Each setting changes the batches, so the equality above pins it.
     first = spy.steps[0]["x"]
-    for other in (dict(pad_mode="reflect", cutout=5), dict(pad_mode="zeros", cutout=8), dict(pad_mode="zeros", cutout=5, seed=0)):
+    others = dict(pad_mode="reflect", cutout=5), dict(pad_mode="zeros", cutout=8), dict(pad_mode="zeros", cutout=5, seed=0)
+    for other in others:
         assert not torch.equal(batches(**other)[0][0], first), other
 
 
@@ -326,7 +328,8 @@ def test_the_training_batches_are_the_loaders_with_the_given_augmentation(altere
 def test_the_loss_is_cross_entropy_with_the_given_label_smoothing(altered):
     _, spy, _ = altered
     for s in spy.steps:
-        assert s["loss"].item() == pytest.approx(F.cross_entropy(s["logits"], s["y"], label_smoothing=0.1).item(), rel=1e-5)
+        smoothed = F.cross_entropy(s["logits"], s["y"], label_smoothing=0.1)
+        assert s["loss"].item() == pytest.approx(smoothed.item(), rel=1e-5)
     s = spy.steps[-1]
     assert s["loss"].item() != pytest.approx(F.cross_entropy(s["logits"], s["y"]).item(), rel=1e-3)
 
@@ -504,5 +507,5 @@ def test_the_range_test_draws_its_own_batches(altered):
     test_the_training_batches_are_the_loaders_with_the_given_augmentation pins)."""
     _, spy, _ = altered
     (batches, _), = spy.range_tests
-    x0, y0 = next(iter(batches.reseeded(batches.seed)))   # the range test's first batch
+    _, y0 = next(iter(batches.reseeded(batches.seed)))    # the range test's first batch
     assert all(not torch.equal(y0, spy.steps[e * STEPS_PER_EPOCH]["y"]) for e in range(3))
