@@ -213,7 +213,8 @@ def ensure_writable_dir(path):
 #
 # Inputs are CPU or device tensors (or lists); each function copies what it needs to the CPU.
 # Images are the raw uint8 CIFAR images (N, 3, 32, 32); a float batch is taken to be normalised
-# with mean/std (as DeviceLoader yields it) and is de-normalised before it is shown.
+# with the mean/std given with it (as DeviceLoader yields it) and is de-normalised before it is
+# shown. Nothing here imports data.py: figures take what they draw.
 
 def confusion_matrix(labels, preds, num_classes=10) -> torch.Tensor:
     """int64 (C, C): entry [t, p] counts the images of true class t predicted as class p.
@@ -280,16 +281,16 @@ def _images_hwc(images, mean=None, std=None):
     """(N, 3, H, W) images -> float numpy (N, H, W, 3) in 0..1, what imshow expects.
 
     uint8 images are divided by 255. Float images are taken to be normalised, x = (raw/255 - mean)
-    / std, and are mapped back with x * std + mean; mean and std default to CIFAR-10's.
+    / std, and are mapped back with x * std + mean: the caller gives the mean and std it
+    normalised with (a figure draws what it is given; it does not look up a data set's numbers).
     """
     images = _cpu(images)
     if images.dtype == torch.uint8:
         rgb = images.float() / 255
     else:
         if mean is None or std is None:
-            from data import CIFAR10_MEAN, CIFAR10_STD   # here: data.py imports utils
-            mean = CIFAR10_MEAN if mean is None else mean
-            std = CIFAR10_STD if std is None else std
+            raise ValueError("float images are taken to be normalised: give the mean and std they were "
+                             "normalised with (or pass the raw uint8 images)")
         mean = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         rgb = images.float() * std + mean
@@ -422,9 +423,9 @@ def plot_misclassified(images, labels, preds, confidences, classes, path=None, m
     """A gallery of misclassified images, 5 per row, each titled with true and predicted class.
 
     images: uint8 (N, 3, 32, 32), the raw misclassified images in order (a float batch is
-    de-normalised with mean/std, by default CIFAR-10's); labels, preds: int (N,); confidences:
-    float (N,) in [0, 1], the softmax probability of the predicted class. Shows the first
-    max_images. N == 0 gives a figure that says so.
+    de-normalised with mean/std, the ones it was normalised with, which must then be given);
+    labels, preds: int (N,); confidences: float (N,) in [0, 1], the softmax probability of the
+    predicted class. Shows the first max_images. N == 0 gives a figure that says so.
     """
     title = "Misclassified test images"
     labels, preds = _cpu(labels).flatten().tolist(), _cpu(preds).flatten().tolist()
@@ -463,10 +464,10 @@ def plot_gradcam(images, cams_pred, cams_true, labels, preds, classes, path=None
     """Grad-CAM of misclassified images: the image, the map for the predicted class, the map for
     the true class, one row per image (the first max_images).
 
-    images: uint8 (N, 3, 32, 32) raw (a float batch is de-normalised with mean/std); cams_pred,
-    cams_true: float (N, h, w) in [0, 1] (upsampled bilinearly to the image size if smaller);
-    labels, preds: int (N,). alpha: weight of the heat map in the blend. layer: the layer the maps
-    come from, for the title.
+    images: uint8 (N, 3, 32, 32) raw (a float batch is de-normalised with mean/std, which must
+    then be given); cams_pred, cams_true: float (N, h, w) in [0, 1] (upsampled bilinearly to the
+    image size if smaller); labels, preds: int (N,). alpha: weight of the heat map in the blend.
+    layer: the layer the maps come from, for the title.
     """
     title = f"Grad-CAM on misclassified test images ({layer})"
     labels, preds = _cpu(labels).flatten().tolist(), _cpu(preds).flatten().tolist()

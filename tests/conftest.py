@@ -27,3 +27,22 @@ def interrupt_in_epoch(monkeypatch):
             return result
         monkeypatch.setattr(train, "train_one_epoch", wrapped)
     return arm
+
+
+@pytest.fixture
+def interrupt_at_step(monkeypatch):
+    """interrupt_at_step(k): the k-th training step of the run (0-based, counted over epochs)
+    raises KeyboardInterrupt, as Ctrl-C would, before it changes anything: train.train_step is
+    the seam. monkeypatch.undo() disarms it."""
+    import train
+
+    def arm(step):
+        original, calls = train.train_step, []
+
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == step + 1:
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+        monkeypatch.setattr(train, "train_step", wrapped)
+    return arm

@@ -1,5 +1,7 @@
 """The plots: each function draws on small fake data, saves a PNG that is not blank, and returns
-a matplotlib Figure; the confusion matrix is checked against counts done by hand.
+the matplotlib Figure it drew, whose artists are checked for content: the data of every series,
+the pixels of every image (Grad-CAM maps upsampled to the picture's size), the titles and the
+messages. The confusion matrix is checked against counts done by hand.
 
 Run: python -m pytest tests/test_plots.py -q   (CPU only, a few seconds)
 """
@@ -31,6 +33,25 @@ def assert_png_drawn(fig, path):
     assert pixels.std() > 0.02                              # not a blank page
     colours = pixels.reshape(-1, pixels.shape[-1])
     assert (colours != colours[0]).any(axis=1).sum() > 0.01 * len(colours)   # not one colour
+
+
+def lines_by_label(ax):
+    """{legend label: (x data, y data)} of the lines drawn on ax."""
+    return {line.get_label(): (list(map(float, line.get_xdata())), list(map(float, line.get_ydata())))
+            for line in ax.get_lines()}
+
+
+def bilinear(cam, size):
+    """numpy (h, w) -> (size, size) by bilinear interpolation with half-pixel centres (cv2.resize's
+    and torch's align_corners=False convention), written out here as the reference."""
+    import numpy as np
+    h = cam.shape[0]
+    src = np.clip((np.arange(size) + 0.5) * h / size - 0.5, 0, h - 1)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, h - 1)
+    w = src - i0
+    rows = cam[i0] * (1 - w)[:, None] + cam[i1] * w[:, None]
+    return rows[:, i0] * (1 - w)[None, :] + rows[:, i1] * w[None, :]
 
 
 def fake_history(epochs):
@@ -95,9 +116,28 @@ def test_confusion_matrix_rejects_bad_input():
 
 @pytest.mark.parametrize("epochs", [1, 6])
 def test_plot_curves(tmp_path, epochs):
+    history = fake_history(epochs)
     path = tmp_path / "curves.png"
-    fig = utils.plot_curves(fake_history(epochs), path=str(path))
+    fig = utils.plot_curves(history, path=str(path))
     assert_png_drawn(fig, path)
+    ax_loss, ax_acc = fig.axes
+    x = [float(h["epoch"]) for h in history]
+    for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+        series = lines_by_label(ax)
+        train_label, = [k for k in series if k.startswith("training set")]
+        test_label, = [k for k in series if k.startswith("test set")]
+        assert series[train_label] == (x, [h[f"train_{key}"] for h in history]), key
+        assert series[test_label] == (x, [h[f"test_{key}"] for h in history]), key
+    assert "Loss" in ax_loss.get_title() and "Accuracy" in ax_acc.get_title()
+    final, = ax_acc.texts
+    assert final.get_text() == f"final test accuracy\n{history[-1]['test_acc']:.2f}%"
+    assert final.xy == (history[-1]["epoch"], history[-1]["test_acc"])
+
+
+def test_plot_curves_without_epochs_says_so():
+    fig = utils.plot_curves([])
+    assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["No epochs recorded yet"]
+    assert fig.get_suptitle() == "Training and test curves"
 
 
 def test_plot_curves_without_path_writes_nothing(tmp_path, monkeypatch):
@@ -116,6 +156,10 @@ def test_plot_lr_schedule(tmp_path):
     assert_png_drawn(fig, path)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "LRMAX = 0.4 at epoch 5.25" in texts       # peak at 1-based step 21 of 4 per epoch
+    series = lines_by_label(fig.axes[0])
+    assert series["learning rate"] == ([float(s) for s in range(1, 97)], lrs)
+    marks = {label.split(":")[0]: xy for label, xy in series.items() if ":" in label}
+    assert marks == {"start": ([1.0], [lo]), "peak": ([21.0], [hi]), "end": ([96.0], [lrs[-1]])}
 
 
 def test_plot_misclassified(tmp_path):
@@ -125,6 +169,12 @@ def test_plot_misclassified(tmp_path):
     assert_png_drawn(fig, path)
     assert "25 shown of 30" in fig.get_suptitle()
     assert sum(ax.has_data() for ax in fig.axes) == 25
+    for k, ax in enumerate(fig.axes[:25]):            # the first 25, in the order given
+        shown = ax.images[0].get_array()
+        assert shown.shape == (32, 32, 3)
+        assert abs(shown - images[k].permute(1, 2, 0).numpy() / 255).max() < 1e-6, k
+        assert ax.get_title() == (f"true: {CLASSES[labels[k]]}\n"
+                                  f"pred: {CLASSES[preds[k]]} ({100 * confidences[k].item():.0f}%)")
 
 
 def test_plot_misclassified_none(tmp_path):
@@ -132,7 +182,8 @@ def test_plot_misclassified_none(tmp_path):
     path = tmp_path / "mis.png"
     fig = utils.plot_misclassified(images, labels, preds, confidences, CLASSES, path=str(path))
     assert_png_drawn(fig, path)
-    assert any("No misclassified" in t.get_text() for ax in fig.axes for t in ax.texts)
+    assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["No misclassified test images"]
+    assert not any(ax.images for ax in fig.axes)
 
 
 def test_normalised_images_are_shown_like_raw_ones():
@@ -143,7 +194,20 @@ def test_normalised_images_are_shown_like_raw_ones():
     raw = utils._images_hwc(images)
     assert raw.shape == (3, 32, 32, 3)
     assert abs(utils._images_hwc(normalised, CIFAR10_MEAN, CIFAR10_STD) - raw).max() < 1e-5
-    assert abs(utils._images_hwc(normalised) - raw).max() < 1e-5      # CIFAR-10's by default
+    with pytest.raises(ValueError, match="mean and std"):    # the figure does not guess them
+        utils._images_hwc(normalised)
+    fig = utils.plot_misclassified(normalised, *fake_misclassified(3)[1:], CLASSES, mean=CIFAR10_MEAN,
+                                   std=CIFAR10_STD)
+    assert abs(fig.axes[0].images[0].get_array() - raw[0]).max() < 1e-5
+
+
+def test_utils_does_not_import_the_data_module():
+    """data.py imports utils; the figures take the mean and std they need, so no import goes back."""
+    import ast
+    tree = ast.parse(open(os.path.join(ROOT, "utils.py")).read())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"data", "train", "bench", "gradcam", "lr_finder"}, imported
 
 
 def test_cam_overlay_blend():
@@ -167,15 +231,39 @@ def test_plot_gradcam(tmp_path):
     assert "(layer3)" in fig.get_suptitle()
     titles = [ax.get_title() for ax in fig.axes]
     assert f"Grad-CAM: {CLASSES[int(preds[0])]}\n(predicted)" in titles
+    assert_gradcam_cells(fig, images, cams_pred.numpy(), cams_true.numpy(), labels, preds, alpha=0.5)
+
+
+def assert_gradcam_cells(fig, images, cams_pred, cams_true, labels, preds, alpha, tol=1e-6):
+    """Row i shows image i, then its overlay with the predicted class's map, then with the true
+    class's map; maps are (N, 32, 32) numpy arrays at the picture's size. tol: for maps computed
+    apart from the plot, where a value may fall in the neighbouring bin of the 256-colour jet
+    map (at most 4/256 per channel, times alpha)."""
+    import matplotlib
+    jet = matplotlib.colormaps["jet"]
+    for i in range(len(images)):
+        picture = images[i].permute(1, 2, 0).numpy() / 255
+        cells = fig.axes[3 * i:3 * i + 3]
+        expected = (picture, (1 - alpha) * picture + alpha * jet(cams_pred[i])[..., :3],
+                    (1 - alpha) * picture + alpha * jet(cams_true[i])[..., :3])
+        for ax, want in zip(cells, expected):
+            shown = ax.images[0].get_array()
+            assert shown.shape == (32, 32, 3) and abs(shown - want).max() < tol, (i, ax.get_title())
+        true, pred = CLASSES[int(labels[i])], CLASSES[int(preds[i])]
+        assert [ax.get_title() for ax in cells] == [f"true: {true}\npred: {pred}", f"Grad-CAM: {pred}\n(predicted)",
+                                                    f"Grad-CAM: {true}\n(true)"]
 
 
 def test_plot_gradcam_upsamples_coarse_maps_and_takes_autograd_tensors(tmp_path):
     images, labels, preds, _ = fake_misclassified(2)
     cams = torch.rand(2, 4, 4, requires_grad=True)           # layer3's own 4x4 resolution
-    fig = utils.plot_gradcam(images, cams, cams * 1, labels, preds, CLASSES, layer="layer2",
-                             path=str(tmp_path / "g.png"))
+    fig = utils.plot_gradcam(images, cams, cams.flip(-1) * 1, labels, preds, CLASSES, layer="layer2",
+                             path=str(tmp_path / "g.png"), alpha=0.4)
     assert_png_drawn(fig, tmp_path / "g.png")
     assert "(layer2)" in fig.get_suptitle()
+    maps = cams.detach().double().numpy()
+    up = [bilinear(m, 32) for m in maps], [bilinear(m[:, ::-1], 32) for m in maps]
+    assert_gradcam_cells(fig, images, *up, labels, preds, alpha=0.4, tol=0.4 * 4 / 256 + 1e-6)
 
 
 def test_plot_gradcam_none(tmp_path):
@@ -184,6 +272,9 @@ def test_plot_gradcam_none(tmp_path):
     empty = torch.zeros(0, 32, 32)
     fig = utils.plot_gradcam(images, empty, empty, labels, preds, CLASSES, path=str(path))
     assert_png_drawn(fig, path)
+    assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["No misclassified test images to explain"]
+    assert fig.get_suptitle().startswith("Grad-CAM on misclassified test images")
+    assert not any(ax.images for ax in fig.axes)
 
 
 def test_plot_confusion(tmp_path):
@@ -198,6 +289,11 @@ def test_plot_confusion(tmp_path):
     accuracy = 100 * (labels == preds).double().mean().item()
     assert f"accuracy {accuracy:.2f}%" in fig.axes[0].get_title()
     assert len(fig.axes[0].texts) == 100                     # a count in every cell
+    ax = fig.axes[0]
+    assert (ax.images[0].get_array() == cm.numpy()).all()
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells == {(t, p): str(int(cm[t, p])) for t in range(10) for p in range(10)}   # row true, column pred
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASSES)
     assert not math.isnan(sum(utils.per_class_accuracy(cm)))
 
 

@@ -53,11 +53,17 @@ def test_resume_after_any_epoch_is_bit_identical_to_an_uninterrupted_run(
     assert not (tmp_path / "model.pt").exists()
     monkeypatch.undo()
 
+    lrs, step = [], train.train_step                      # the LR set before each resumed step
+    monkeypatch.setattr(train, "train_step", lambda model, x, y, opt, *rest: lrs.append(
+        [g["lr"] for g in opt.param_groups]) or step(model, x, y, opt, *rest))
     resumed = train.main(resume=str(tmp_path / "checkpoint.pt"), progress=False)
     assert comparable(resumed) == comparable(full_record)
     w = weights(tmp_path / "model.pt")
     assert w.keys() == full_weights.keys()
     assert all(torch.equal(w[k], full_weights[k]) for k in w), "weights differ after resume"
+    done = (stop_in_epoch - 1) * resumed["steps_per_epoch"]   # the schedule goes on from there
+    assert lrs == [[lr] * len(lrs[0]) for lr in full_record["lr_schedule"][done:]]
+    assert not list(tmp_path.glob("*.png"))                # plots=False: no pictures
 
 
 def test_checkpoint_holds_everything_needed_to_resume(tmp_path):
@@ -192,23 +198,64 @@ def test_cuda_out_of_memory_suggests_a_smaller_batch(tmp_path, monkeypatch):
         train.main(**TINY, out_dir=str(tmp_path))
 
 
-def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path):
-    args = ["--synthetic", "--synthetic-train", "256", "--synthetic-test", "64", "--width", "8",
-            "--batch-size", "64", "--precision", "fp32", "--device", "cpu", "--no-plots",
-            "--no-progress", "--lr-max", "0.2", "--epochs", "400", "--out-dir", str(tmp_path)]
-    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+CLI_TINY = ["--synthetic", "--synthetic-train", "256", "--synthetic-test", "64", "--width", "8",
+            "--batch-size", "64", "--precision", "fp32", "--device", "cpu", "--no-plots", "--no-progress",
+            "--lr-min", "0.02", "--lr-max", "0.2"]
+
+
+def test_ctrl_c_at_a_chosen_step_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path, capsys,
+                                                                                   interrupt_at_step):
+    """Ctrl-C in the middle of epoch 2 (step 5, 4 steps per epoch), raised through the seam
+    train.train_step: epoch 1's checkpoint and metrics stay, one line says how to go on, and the
+    command line exits with status 130."""
+    interrupt_at_step(5)
+    assert train.cli([*CLI_TINY, "--epochs", "3", "--peak-epoch", "1", "--out-dir", str(tmp_path)]) == 130
+    path = tmp_path / "checkpoint.pt"
+    assert capsys.readouterr().err == (f"interrupted: the last complete checkpoint (epoch 1) is {path}; "
+                                       f"continue with: python train.py --resume {path}\n")
+    ckpt = torch.load(path, weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"], ckpt["loader_epoch"]) == (1, 4, 1)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and [h["epoch"] for h in metrics["history"]] == [1]
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_ctrl_c_before_the_first_epoch_ends_says_there_is_nothing_to_resume(tmp_path, capsys, interrupt_at_step):
+    interrupt_at_step(2)
+    assert train.cli([*CLI_TINY, "--epochs", "2", "--peak-epoch", "1", "--out-dir", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == ("interrupted: no epoch had finished, so there is nothing to resume; "
+                                       "start again\n")
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "model.pt").exists()
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_a_real_sigint_ends_the_process_with_one_line_and_status_130(tmp_path):
+    """End to end, with the real signal. It is sent once metrics.json records an epoch (polled,
+    with a wide deadline), so whatever the run is doing then, a checkpoint exists."""
+    proc = subprocess.Popen([sys.executable, "train.py", *CLI_TINY, "--epochs", "400",
+                             "--out-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 90
-    while not (tmp_path / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+    metrics = tmp_path / "metrics.json"
+
+    def epochs_recorded():
+        try:
+            return len(json.loads(metrics.read_text())["history"])     # written whole (os.replace)
+        except (OSError, ValueError):
+            return 0
+    deadline = time.time() + 240
+    while epochs_recorded() < 1 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
-    time.sleep(0.3)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=240)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err and len(err.strip().splitlines()) == 1
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["status"] == "interrupted" and ckpt["epoch"] == len(metrics["history"]) >= 1
+    recorded = json.loads(metrics.read_text())
+    n = len(recorded["history"])
+    assert recorded["status"] == "interrupted" and n >= 1
+    # The signal may land after an epoch's checkpoint is written and before its metrics are, so
+    # the checkpoint may hold one epoch more than the metrics; never fewer.
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] in (n, n + 1)
 
 
 def test_weights_broken_by_the_last_step_of_an_epoch_are_never_checkpointed(tmp_path):

@@ -74,12 +74,28 @@ def test_resume_with_an_unknown_setting_is_rejected_before_reading_the_file(tmp_
         train.main(resume=str(tmp_path / "checkpoint.pt"), batch_sise=7)
 
 
-def test_fp16_with_a_grad_scaler_trains(tmp_path):
-    # The path Colab's T4 takes (fp16 autocast + GradScaler), here on the CPU.
+def test_fp16_with_a_grad_scaler_trains(tmp_path, monkeypatch):
+    """The path Colab's T4 takes (fp16 autocast + GradScaler), here on the CPU: every step runs
+    under fp16 autocast with the scaler on, and the weights move and stay finite. (No accuracy
+    threshold: 2 epochs reach about 21% here, too close to chance to be a test.)"""
+    dtypes, step = [], train.train_step
+
+    def recording_step(model, x, y, optimizer, scaler, autocast, loss_fn):
+        logits, loss = step(model, x, y, optimizer, scaler, autocast, loss_fn)
+        dtypes.append((logits.dtype, scaler.is_enabled()))
+        return logits, loss
+    monkeypatch.setattr(train, "train_step", recording_step)
     r = train.main(**{**TINY, "precision": "fp16"}, epochs=2, peak_epoch=1, lr_min=0.02, lr_max=0.2,
                    out_dir=str(tmp_path))
-    assert r["runtime"]["precision"] == "fp16" and r["test_accuracy"] > 20
+    assert r["runtime"]["precision"] == "fp16"
+    assert dtypes == [(torch.float16, True)] * 16
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
+    torch.manual_seed(0)                                     # the weights build() starts from
+    start = CustomResNet(width=8).state_dict()
+    trained = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in trained.values() if v.is_floating_point())
+    assert not torch.equal(trained["layer3.conv.conv.weight"], start["layer3.conv.conv.weight"])
+    assert all(h["train_loss"] == h["train_loss"] for h in r["history"])       # no NaN
 
 
 def test_an_fp16_overflow_step_is_skipped_whole_even_the_first():
@@ -203,7 +219,9 @@ def test_a_truncated_batch_file_is_a_clear_error_from_the_cli(tmp_path):
 def test_a_short_synthetic_run_learns_and_writes_metrics_and_weights(tmp_path):
     r = train.main(**TINY, epochs=4, peak_epoch=1, lr_min=0.02, lr_max=0.2, out_dir=str(tmp_path))
     assert r["status"] == "complete"
-    assert r["test_accuracy"] > 50          # chance is 10%
+    # Only "it learns": the wiring is pinned by tests/test_wiring.py, not by an accuracy. Chance is
+    # 10%; this run reaches 53.1% (torch 2.14, CPU), so 25% leaves 28 points (72 of 256 images).
+    assert r["test_accuracy"] > 25
     assert [h["epoch"] for h in r["history"]] == [1, 2, 3, 4]
     assert r["history"][-1]["train_loss"] < r["history"][0]["train_loss"]
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
@@ -214,7 +232,7 @@ def test_a_short_synthetic_run_learns_and_writes_metrics_and_weights(tmp_path):
     assert set(on_disk["timings"]) >= {"train_seconds", "eval_seconds", "images_per_second", "compile_seconds"}
     # The LR schedule recorded is the one-cycle schedule between the given LRs.
     sched = on_disk["lr_schedule"]
-    assert len(sched) == 4 * 8 and sched[0] == pytest.approx(0.02) and max(sched) == pytest.approx(0.2)
+    assert sched == pytest.approx(torch_one_cycle_lrs(4 * 8, 0.02, 0.2, 1 / 4), rel=1e-9)
     model = CustomResNet(width=8)
     model.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
     # The saved weights reproduce the recorded test accuracy.
@@ -251,11 +269,12 @@ def test_main_without_lrs_finds_them_records_them_and_trains_with_them(tmp_path)
 def test_one_given_lr_sets_the_other_by_the_factor(tmp_path):
     stale = tmp_path / "lr_range_test.png"
     stale.write_bytes(b"an earlier run's plot")
-    r = train.main(**TINY, epochs=1, lr_max=0.3, out_dir=str(tmp_path))
+    r = train.main(**TINY, epochs=1, lr_max=0.3, lr_min_factor=12, out_dir=str(tmp_path))
     assert not stale.exists()          # a range test plot would not describe these LRs
-    assert r["lr_range_test"] is None and r["lr_min"] == pytest.approx(0.03)
+    assert r["lr_range_test"] is None and r["lr_min"] == pytest.approx(0.3 / 12)
+    assert r["lr_schedule"][0] == r["lr_min"] and max(r["lr_schedule"]) <= 0.3
     r = train.main(**TINY, epochs=1, lr_min=0.01, lr_min_factor=20, out_dir=str(tmp_path))
-    assert r["lr_max"] == pytest.approx(0.2)
+    assert r["lr_max"] == pytest.approx(0.2) and r["lr_schedule"][0] == 0.01
 
 
 def test_a_full_run_makes_every_picture(tmp_path):
