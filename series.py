@@ -76,7 +76,7 @@ def summarize(rows, seeds, config, code) -> dict:
         "seeds": list(seeds), "runs_finished": len(rows), "runs_diverged": len(rows) - len(done),
         "test_accuracy": describe([r["test_accuracy"] for r in done]),
         "pass_rates": [pass_rate(rows, t) for t in PASS_THRESHOLDS],
-        "std": "sample standard deviation (n - 1)",
+        "std_kind": "sample standard deviation (divided by n - 1)",
         "lr_max": describe([r["lr_max"] for r in rows if r["lr_max"] is not None]),
         "lr_min": describe([r["lr_min"] for r in rows if r["lr_min"] is not None]),
         "train_seconds": describe([r["train_seconds"] for r in done if r["train_seconds"] is not None]),
@@ -147,6 +147,8 @@ def plot_accuracies(summary, path=None):
         if a["min"] - 1 <= t <= a["max"] + 1:       # far-off lines would squash the points
             ax.axhline(t, color="gray", linestyle=style, linewidth=1, label=f"{t}%")
     ax.set_xlabel("seed")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))        # seeds are whole numbers
     ax.set_ylabel("test accuracy (%)")
     std = "" if a["std"] is None else f", std {a['std']:.2f} (sample)"
     ax.set_title(f"Test accuracy of {a['n']} run(s): median {a['median']:.2f}%{std}")

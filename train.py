@@ -387,7 +387,8 @@ def restore(ckpt, model, optimizer, scaler, loader, path):
 # main
 
 def main(**overrides) -> dict:
-    """Run the recipe; returns the run's record (also written to <out_dir>/metrics.json).
+    """Run the recipe; returns the run's record (also written to <out_dir>/metrics.json). With
+    seeds=N above 1: N runs and their statistics, see run_seeds; returns the summary.
 
     Keywords are the fields of Config (see `python train.py --help`). Mistakes raise UsageError.
     """
