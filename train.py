@@ -2,17 +2,20 @@
 test images, plots, a metrics file, checkpoints.
 
     python train.py                          # the full recipe (downloads CIFAR-10 to ./data)
-    python train.py --synthetic --epochs 2   # offline smoke test (about a minute on a CPU with bf16)
+    python train.py --synthetic --epochs 3 --width 16 --batch-size 128   # offline check, any CPU
+    python train.py --seeds 5                # the recipe for seeds 0..4, then their statistics
     python train.py --help                   # every flag
 
     import train; results = train.main(epochs=24)   # from Python or a notebook
 
-Everything a run measures goes to `<out_dir>/metrics.json` and is returned by `main()`.
+Everything a run measures goes to `<out_dir>/metrics.json` and is returned by `main()`; with
+--seeds N each run goes to `<out_dir>/seed-<s>/` and the statistics to `<out_dir>/summary.json`.
 """
 import argparse
 import copy
 import dataclasses
 import difflib
+import json
 import math
 import os
 import sys
@@ -27,6 +30,7 @@ from tqdm import tqdm
 
 import data as cifar
 import lr_finder
+import series
 import utils
 from custom_resnet import CustomResNet
 from utils import UsageError
@@ -83,6 +87,9 @@ class Config:
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (auto: bf16 where supported, fp16 on older GPUs)")
     compile: bool = opt(False, "torch.compile the model (compile time is reported separately)")
     seed: int = opt(0, "seed of the weights and the data order; CPU fp32 runs are bit-reproducible")
+    seeds: int = opt(1, "run the whole recipe (range test included) for seeds seed .. seed+N-1, each in "
+                     "<out_dir>/seed-<s>/, then write <out_dir>/summary.json; the same command again "
+                     "continues an interrupted series")
     eval_batch_size: int = opt(1000, "test images per evaluation batch")
     log_every: int = opt(10, "read the running loss/accuracy from the device every N steps")
     plots: bool = opt(True, "save the plots at the end of the run (--no-plots skips them)")
@@ -170,6 +177,8 @@ def validate(cfg: Config):
          "above 0, or --no-nesterov")
     need(cfg.weight_decay >= 0, f"weight_decay must be at least 0, got {cfg.weight_decay}")
     need(0 <= cfg.seed < 2**32, f"seed must lie in 0 .. 2**32 - 1, got {cfg.seed}")
+    need(1 <= cfg.seeds <= 2**32 - cfg.seed, f"seeds must be at least 1 (and seed + seeds at most 2**32), "
+         f"got {cfg.seeds}")
     need(0 <= cfg.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {cfg.label_smoothing}")
     need(cfg.log_every >= 1, f"log_every must be at least 1, got {cfg.log_every}")
 
@@ -382,12 +391,15 @@ def restore(ckpt, model, optimizer, scaler, loader, path):
 # main
 
 def main(**overrides) -> dict:
-    """Run the recipe; returns the run's record (also written to <out_dir>/metrics.json).
+    """Run the recipe; returns the run's record (also written to <out_dir>/metrics.json). With
+    seeds=N above 1: N runs and their statistics, see run_seeds; returns the summary.
 
     Keywords are the fields of Config (see `python train.py --help`). Mistakes raise UsageError.
     """
     t_start = time.perf_counter()
     check_keys_and_types(overrides)
+    if overrides.get("seeds", 1) != 1:
+        return run_seeds(overrides)
     ckpt = None
     if overrides.get("resume"):
         ckpt = read_checkpoint(overrides["resume"])
@@ -399,6 +411,7 @@ def main(**overrides) -> dict:
     rt = utils.pick_runtime(cfg.device, cfg.precision)
     data = load_data(cfg)
     record = {"status": "running", "config": dataclasses.asdict(cfg), "runtime": rt.describe(),
+              "code": series.code_version(),
               "data": {"source": "synthetic" if cfg.synthetic else "cifar10",
                        "train_images": len(data.train_labels), "test_images": len(data.test_labels)},
               "history": [], "timings": {}}
@@ -426,6 +439,75 @@ def main(**overrides) -> dict:
     log(f"test accuracy {record['test_accuracy']:.2f}% ({record['test_correct']}/{final['test_n']}); "
         f"LRMIN {record['lr_min']:.4g}, LRMAX {record['lr_max']:.4g}; outputs in {cfg.out_dir}")
     return record
+
+
+def run_seeds(overrides) -> dict:
+    """main() for the seeds seed .. seed+N-1, each run in <out_dir>/seed-<s>/ with its usual files
+    and its own range test; then the statistics (series.py) in <out_dir>/summary.json, a table on
+    the screen and accuracies.png. Returns the summary.
+
+    The summary is rewritten after every run, so an interrupted series leaves the finished runs'
+    statistics. The same command continues it: a finished run (metrics.json complete, or
+    diverged: a failure of the recipe that would repeat) is kept, an interrupted one continues
+    from its last checkpoint, the rest run.
+    """
+    base = make_config(overrides)            # every mistake reported before the first run
+    if base.resume:
+        raise UsageError("--resume continues one run; to continue a series, run the same --seeds "
+                         "command again (finished runs are kept)")
+    utils.ensure_writable_dir(base.out_dir)
+    seeds = range(base.seed, base.seed + base.seeds)
+    config, code, rows = dataclasses.asdict(base), series.code_version(), []
+    for seed in seeds:
+        folder = os.path.join(base.out_dir, f"seed-{seed}")
+        run_overrides = {**overrides, "seeds": 1, "seed": seed, "out_dir": folder}
+        record = earlier_run(folder, run_overrides)
+        if record and record["status"] in ("complete", "diverged"):
+            print(f"=== seed {seed}: kept the finished run in {folder} ({record['status']})")
+        else:
+            print(f"=== seed {seed} (run {len(rows) + 1} of {len(seeds)}) in {folder}")
+            record = run_in_series(folder, run_overrides, record, f"{len(rows)} of {len(seeds)}")
+        rows.append(series.run_row(record, seed, folder))
+        summary = series.summarize(rows, seeds, config, code)
+        utils.atomic_write_json(summary, os.path.join(base.out_dir, "summary.json"))
+    if base.plots:
+        series.plot_accuracies(summary, os.path.join(base.out_dir, "accuracies.png"))
+    print(series.format_table(summary))
+    return summary
+
+
+def earlier_run(folder, run_overrides):
+    """The record in folder/metrics.json (None if there is none), after checking that it was made
+    with the settings this series asks for: a series must not mix runs of two recipes."""
+    path = os.path.join(folder, "metrics.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    want, have = dataclasses.asdict(make_config(run_overrides)), record["config"]
+    for k, v in want.items():
+        if k not in RESUME_FREE and have.get(k) != v:
+            raise UsageError(f"{folder} holds a run made with {k}={have.get(k)!r}, but this series asks for "
+                             f"{k}={v!r}: give another --out-dir, or delete {folder} to run it again")
+    return record
+
+
+def run_in_series(folder, run_overrides, record, finished):
+    """One run of the series: continued from its checkpoint when an earlier attempt left one.
+    A diverged run is returned as such (its metrics.json says so); Ctrl-C stops the series."""
+    checkpoint = os.path.join(folder, "checkpoint.pt")
+    if record and os.path.isfile(checkpoint):
+        # Every setting passed on: resume_config refuses one the checkpoint was not made with.
+        run_overrides = {**run_overrides, "resume": checkpoint}
+    try:
+        return main(**run_overrides)
+    except Diverged as e:
+        print(f"this run diverged and counts as a failure of the recipe: {e}")
+        with open(os.path.join(folder, "metrics.json")) as f:
+            return json.load(f)
+    except (Interrupted, KeyboardInterrupt):
+        raise Interrupted(f"interrupted; {finished} runs of the series were finished and are kept. Run the "
+                          "same command again to continue (this run from its last checkpoint, if it has one)") from None
 
 
 def where_to_resume(saved):
@@ -613,7 +695,8 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv):
     parser = _Parser(
         prog="train.py", description=__doc__.split("\n\n")[0],
-        epilog="examples:\n  python train.py\n  python train.py --synthetic --epochs 2\n"
+        epilog="examples:\n  python train.py\n  python train.py --synthetic --epochs 3 --width 16 --batch-size 128\n"
+               "  python train.py --seeds 5\n"
                "  python train.py --lr-max 0.4 --lr-min 0.04 --epochs 12 --peak-epoch 3\n"
                "  python train.py --resume out/checkpoint.pt",
         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)

@@ -51,6 +51,7 @@ ELSEWHERE = {
     "compile": ["test_train.py::test_compile_warm_up_leaves_no_trace"],
     "precision": ["test_train.py::test_fp16_with_a_grad_scaler_trains"],
     "seed": ["test_train.py::test_the_same_seed_gives_bit_identical_cpu_fp32_runs"],
+    "seeds": ["test_seeds.py::test_a_series_runs_each_seed_with_its_own_range_test_and_resumes_where_it_stopped"],
 }
 
 # One run in which every setting it exercises differs from its default, so a trainer that ignored

@@ -1,0 +1,156 @@
+"""Statistics over a series of runs of the recipe with different seeds (`python train.py --seeds N`).
+
+One run's test accuracy is signal plus seed noise (a few tenths of a point for this recipe), so
+the references report statistics over many runs: Page the median and the pass rate over 50 runs
+("35 of 50 reached 94%"), airbench the mean and standard deviation over 25 runs or more,
+hlb-CIFAR10 mean, std, min and max. `summarize` turns the records of the runs (their
+metrics.json) into those numbers; `train.run_seeds` runs the series and writes them to
+`<out_dir>/summary.json`.
+
+Imports only the standard library (utils and matplotlib inside the plot).
+"""
+import os
+import statistics
+import subprocess
+
+PASS_THRESHOLDS = (93, 94)    # test accuracy, %: pass rates as Page reports them
+
+
+# ==============================================================================================
+# Statistics
+
+def describe(values) -> dict:
+    """n, mean, std, min, max and median of a list of numbers.
+
+    std is the SAMPLE standard deviation (divides by n - 1), the estimate of the spread of the
+    recipe's runs that airbench prints (torch.std) and that a t-test between two recipes uses;
+    None for fewer than two values. The median of an even count is the mean of the middle two.
+    """
+    if not values:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None, "median": None}
+    return {"n": len(values), "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+            "min": min(values), "max": max(values), "median": statistics.median(values)}
+
+
+def pass_rate(rows, threshold) -> dict:
+    """How many runs reached `threshold` % test accuracy (at least, so 9300/10000 reaches 93).
+
+    Compared on the integer counts (100 * correct >= threshold * n), so no rounding of a
+    percentage decides a run at the boundary. Every run counts in the denominator: a diverged
+    run is a run of the recipe that failed.
+    """
+    passed = sum(1 for r in rows if r["status"] == "complete"
+                 and 100 * r["test_correct"] >= threshold * r["test_n"])
+    return {"threshold": threshold, "passed": passed, "runs": len(rows),
+            "rate": passed / len(rows) if rows else None}
+
+
+def run_row(record, seed, out_dir) -> dict:
+    """The line of the summary for one run, from its record (its metrics.json)."""
+    timings, rt = record.get("timings", {}), record.get("runtime", {})
+    complete = record["status"] == "complete"
+    return {"seed": seed, "out_dir": out_dir, "status": record["status"],
+            "test_accuracy": record["test_accuracy"] if complete else None,
+            "test_correct": record["test_correct"] if complete else None,
+            "test_n": record["data"]["test_images"],
+            "lr_min": record.get("lr_min"), "lr_max": record.get("lr_max"), "lr_source": record.get("lr_source"),
+            "train_seconds": timings.get("train_seconds"), "lr_test_seconds": timings.get("lr_test_seconds"),
+            "images_per_second": timings.get("images_per_second"),
+            "device": rt.get("device"), "precision": rt.get("precision"),
+            "hardware": rt.get("gpu", rt.get("cpu")), "torch": rt.get("torch"),
+            "git_commit": (record.get("code") or {}).get("git_commit")}
+
+
+def summarize(rows, seeds, config, code) -> dict:
+    """The content of summary.json: the runs finished so far (`rows`, in seed order) of the
+    planned `seeds`, their statistics, and what produced them."""
+    done = [r for r in rows if r["status"] == "complete"]
+    hardware = []
+    for r in rows:
+        hw = {k: r[k] for k in ("device", "precision", "hardware", "torch")}
+        if hw not in hardware:
+            hardware.append(hw)
+    return {
+        "status": "complete" if len(rows) == len(seeds) else "partial",
+        "seeds": list(seeds), "runs_finished": len(rows), "runs_diverged": len(rows) - len(done),
+        "test_accuracy": describe([r["test_accuracy"] for r in done]),
+        "pass_rates": [pass_rate(rows, t) for t in PASS_THRESHOLDS],
+        "std_kind": "sample standard deviation (divided by n - 1)",
+        "lr_max": describe([r["lr_max"] for r in rows if r["lr_max"] is not None]),
+        "lr_min": describe([r["lr_min"] for r in rows if r["lr_min"] is not None]),
+        "train_seconds": describe([r["train_seconds"] for r in done if r["train_seconds"] is not None]),
+        "hardware": hardware,               # one entry unless the runs ran on different machines
+        "code": code,                       # the code that wrote this summary
+        "git_commits_of_runs": sorted({str(r["git_commit"]) for r in rows}),
+        "config": config,                   # the series' settings; each run's seed is its own
+        "runs": rows,
+    }
+
+
+def code_version(repo=os.path.dirname(os.path.abspath(__file__))) -> dict:
+    """The git commit of the code and whether tracked files had uncommitted changes; None for
+    both where git or the repository is missing (files copied alone, a zip download)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        return {"git_commit": git("rev-parse", "HEAD"),
+                "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+# ==============================================================================================
+# The printed table and the picture
+
+def _num(x, fmt):
+    return "-" if x is None else format(x, fmt)
+
+
+def format_table(summary) -> str:
+    """The summary as text: one line per run, then the statistics and the pass rates."""
+    lines = [f"{'seed':>6} {'test acc':>9} {'correct':>12} {'LRMIN':>9} {'LRMAX':>9} {'train s':>8}  status"]
+    for r in summary["runs"]:
+        correct = "-" if r["test_correct"] is None else f"{r['test_correct']}/{r['test_n']}"
+        lines.append(f"{r['seed']:>6} {_num(r['test_accuracy'], '8.2f')}% {correct:>12} "
+                     f"{_num(r['lr_min'], '9.4g')} {_num(r['lr_max'], '9.4g')} "
+                     f"{_num(r['train_seconds'], '8.1f')}  {r['status']}")
+    a = summary["test_accuracy"]
+    lines.append(f"test accuracy over {a['n']} complete run(s) of {len(summary['seeds'])} planned: "
+                 + (f"mean {a['mean']:.2f}%, std {_num(a['std'], '.2f')} (sample), min {a['min']:.2f}%, "
+                    f"median {a['median']:.2f}%, max {a['max']:.2f}%" if a["n"] else "none"))
+    lines.append("; ".join(f"reached {p['threshold']}%: {p['passed']}/{p['runs']}"
+                           + (f" ({100 * p['rate']:.0f}%)" if p["runs"] else "") for p in summary["pass_rates"]))
+    if summary["runs_diverged"]:
+        lines.append(f"{summary['runs_diverged']} run(s) diverged: counted as failures in the pass rates")
+    hw = summary["hardware"]
+    lines.append("on " + "; ".join(f"{h['device']} ({h['hardware']}), {h['precision']}, torch {h['torch']}"
+                                   for h in hw) + f"; code {summary['code']['git_commit'] or 'not in git'}"
+                 + (" with uncommitted changes" if summary["code"]["git_dirty"] else ""))
+    return "\n".join(lines)
+
+
+def plot_accuracies(summary, path=None):
+    """The test accuracy of every run against its seed, the mean and the pass thresholds drawn,
+    so a reader sees the spread and any outlier that the mean and std hide."""
+    import utils
+    done = [r for r in summary["runs"] if r["status"] == "complete"]
+    if not done:
+        return utils._message_figure("No complete run yet", "Test accuracy per seed", path)
+    fig = utils._figure((7, 3.5))
+    ax = fig.add_subplot()
+    ax.plot([r["seed"] for r in done], [r["test_accuracy"] for r in done], "o", label="one run")
+    a = summary["test_accuracy"]
+    ax.axhline(a["mean"], color="C1", label=f"mean {a['mean']:.2f}%")
+    for t, style in zip(PASS_THRESHOLDS, (":", "--")):
+        if a["min"] - 1 <= t <= a["max"] + 1:       # far-off lines would squash the points
+            ax.axhline(t, color="gray", linestyle=style, linewidth=1, label=f"{t}%")
+    ax.set_xlabel("seed")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))        # seeds are whole numbers
+    ax.set_ylabel("test accuracy (%)")
+    std = "" if a["std"] is None else f", std {a['std']:.2f} (sample)"
+    ax.set_title(f"Test accuracy of {a['n']} run(s): median {a['median']:.2f}%{std}")
+    ax.legend(fontsize=8, loc="best")
+    return utils._save(fig, path)

@@ -1,0 +1,62 @@
+"""The README's two commands (set up and run; set up and test) are the ones CI runs, and the
+test requirements cover every tool the tests need."""
+import ast
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read(name):
+    with open(os.path.join(ROOT, name)) as f:
+        return f.read()
+
+
+def readme_set_up_commands():
+    """The commands of the first code block of the README's "Set up and run", comments dropped."""
+    section = read("README.md").split("\n## Set up and run\n", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split(" #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_set_up_starts_with_one_command_to_run_and_one_to_test():
+    run, test = readme_set_up_commands()[:2]
+    assert run == "python -m pip install -r requirements.txt && python train.py"
+    assert test == "python -m pip install -r requirements-dev.txt && python -m pytest"
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    test = readme_set_up_commands()[1]
+    commands = [line.strip() for line in read(".ci/run").splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert commands[-1] == test                       # the last thing CI does: its exit status
+
+
+def third_party_imports_of_the_tests():
+    project = {f[:-3] for d in (ROOT, os.path.join(ROOT, "tests")) for f in os.listdir(d) if f.endswith(".py")}
+    names = set()
+    for f in os.listdir(os.path.join(ROOT, "tests")):
+        if f.endswith(".py"):
+            tree = ast.parse(read(os.path.join("tests", f)))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    names |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names.add(node.module.split(".")[0])
+                elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "importorskip"
+                      and isinstance(node.args[0], ast.Constant)):
+                    names.add(node.args[0].value.split(".")[0])
+    return names - set(sys.stdlib_module_names) - project
+
+
+def requirement_names(name):
+    return {re.split(r"[<>=!~ ;\[]", line.strip())[0].lower() for line in read(name).splitlines()
+            if line.strip() and not line.startswith(("#", "-r"))}
+
+
+def test_requirements_dev_adds_every_tool_the_tests_import_to_the_run_time_requirements():
+    assert "-r requirements.txt" in read("requirements-dev.txt").splitlines()
+    installed = requirement_names("requirements.txt") | requirement_names("requirements-dev.txt")
+    needed = third_party_imports_of_the_tests() | {"ipykernel"}    # the notebook test's kernel
+    assert needed and needed <= installed, f"missing from requirements-dev.txt: {needed - installed}"
