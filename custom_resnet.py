@@ -139,7 +139,7 @@ def summary(model: CustomResNet, input_size=(3, 32, 32)) -> str:
     for name, kind, shape, n in rows:
         indent = "  " * name.count(".")
         out = "(N, " + ", ".join(str(d) for d in shape) + ")"
-        lines.append(f"{indent + name:<14}{kind:<12}{out:<22}{'' if n is None else f'{n:,}':>12}")
+        lines.append(f"{indent + name:<14}{kind:<12}{out:<22}{'' if n is None else f'{n:,}':>12}".rstrip())
     lines += ["-" * 60, f"{'total':<48}{total:>12,}",
               f"{'trainable':<48}{sum(p.numel() for p in model.parameters() if p.requires_grad):>12,}"]
     return "\n".join(lines)

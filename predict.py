@@ -297,7 +297,7 @@ def class_index(name_or_index) -> int:
                      + ", ".join(f"{i} {c}" for i, c in enumerate(cifar.CLASSES)))
 
 
-def gradcam_maps(model, images_uint8, targets, layer="layer2"):
+def gradcam_maps(model, images_uint8, targets, layer=train.Config.gradcam_layer):
     """Grad-CAM maps (N, 32, 32) in [0, 1] for classes `targets` (N,), at `layer`, and the size
     (h, w) of that layer's map. The images are normalised as the loader does."""
     check_layer(layer)
@@ -336,7 +336,7 @@ def plot_explanation(pred: Prediction, cams, classes, roles, layer, path=None, a
     return utils._save(fig, path)
 
 
-def explain(model, predictions, out_dir, cam_class=None, layer="layer2") -> list:
+def explain(model, predictions, out_dir, cam_class=None, layer=train.Config.gradcam_layer) -> list:
     """Save one Grad-CAM picture per prediction in out_dir: the image, the map for the predicted
     class and the map for `cam_class` (a name or index; None = each image's second most likely
     class). Returns the paths written, `<out_dir>/<file name>.gradcam.png`."""

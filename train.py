@@ -78,7 +78,7 @@ class Config:
     # --- evaluation and report
     tta: bool = opt(False, "flip test-time augmentation: evaluate on the mean of the logits of each image "
                     "and its mirror image (off in the specification's recipe)")
-    gradcam_layer: str = opt("layer2", "where gradcam.png's maps are taken: prep (32x32), layer1 (16x16), "
+    gradcam_layer: str = opt("layer3", "where gradcam.png's maps are taken: prep (32x32), layer1 (16x16), "
                              "layer2 (8x8), layer3 (4x4), or a part inside them such as layer1.res")
     # --- runtime
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps")

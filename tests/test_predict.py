@@ -190,7 +190,7 @@ def test_the_layer_setting_reaches_the_report(tmp_path, monkeypatch):
     train.main(**{**TINY, "plots": True, "epochs": 1}, gradcam_layer="layer1", out_dir=str(tmp_path))
     assert seen["layer"] == "layer1, 16x16 map"
     assert (tmp_path / "gradcam.png").stat().st_size > 10_000
-    assert train.make_config({}).gradcam_layer == "layer2"
+    assert train.make_config({}).gradcam_layer == "layer3"
     with pytest.raises(UsageError, match="unknown Grad-CAM layer 'layer 3' .did you mean 'layer3'"):
         train.main(**TINY, gradcam_layer="layer 3", out_dir=str(tmp_path / "never"))
     assert not (tmp_path / "never").exists()                  # refused before anything ran
