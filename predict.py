@@ -336,13 +336,20 @@ def plot_explanation(pred: Prediction, cams, classes, roles, layer, path=None, a
     return utils._save(fig, path)
 
 
+def _writable(folder):
+    try:
+        utils.ensure_writable_dir(folder)
+    except UsageError:
+        raise UsageError(f"--explain {folder}: cannot create or write to that folder; choose another") from None
+
+
 def explain(model, predictions, out_dir, cam_class=None, layer=train.Config.gradcam_layer) -> list:
     """Save one Grad-CAM picture per prediction in out_dir: the image, the map for the predicted
     class and the map for `cam_class` (a name or index; None = each image's second most likely
     class). Returns the paths written, `<out_dir>/<file name>.gradcam.png`."""
     check_layer(layer)
     other = None if cam_class is None else class_index(cam_class)
-    utils.ensure_writable_dir(out_dir)
+    _writable(out_dir)
     images = torch.stack([p.image for p in predictions])
     first = [cifar.CLASSES.index(p.top[0][0]) for p in predictions]
     second = [other if other is not None else int(p.probs.topk(2).indices[1]) for p in predictions]
@@ -453,6 +460,8 @@ def run(args, log=print):
         return r
     preds = predict(model, args.images, tta=args.tta, fit=args.fit, top=args.top,
                     precision=rt.precision, batch_size=args.batch_size)
+    if args.explain is not None:
+        _writable(args.explain)                        # before anything is printed or drawn
     log(f"{args.model} (width {width}), {rt.device} {rt.precision}, flip TTA {'on' if args.tta else 'off'}; "
         f"each image: {HOW_FITTED[args.fit]}")
     for p in preds:

@@ -11,8 +11,6 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data as cifar  # noqa: E402
 import predict  # noqa: E402

@@ -129,7 +129,7 @@ def test_formats_convert_as_a_viewer_shows_them(tmp_path):
     Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "a_grey16.png")   # 16-bit
     smooth = (np.indices((32, 32)).sum(0)[..., None] * np.array([4, 2, 3]) % 256).astype(np.uint8)
     Image.fromarray(smooth).save(tmp_path / "a.jpg", quality=95)
-    images, names, notes = predict.load_images(
+    images, _, notes = predict.load_images(
         [tmp_path / n for n in ("a.png", "a_rgba.png", "a_grey.png", "a_grey16.png", "a.jpg")])
     want = torch.from_numpy(rgb).permute(2, 0, 1)
     assert images.shape == (5, 3, 32, 32) and images.dtype == torch.uint8
@@ -283,6 +283,8 @@ def test_bad_weights_and_settings_get_one_line(run, tmp_path, capsys):
     _fails(capsys, run["model"], good, "--explain", tmp_path / "ex", "--cam-class", "doge",
            match="unknown class 'doge' (did you mean 'dog'?)")
     assert not (tmp_path / "ex").exists()
+    (tmp_path / "a_file").write_text("")
+    _fails(capsys, run["model"], good, "--explain", tmp_path / "a_file", match="--explain")
 
 
 # ----------------------------------------------------------------------------------------------
