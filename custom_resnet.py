@@ -24,6 +24,9 @@ class score before the softmax, as in the Grad-CAM paper (Selvaraju et al., 1610
 
 Parts are named, so a layer is picked by name: `model.layer3`, `model.layer1.res.conv2`,
 `dict(model.named_modules())["layer3"]`.
+
+`python custom_resnet.py [--width N]` prints this table as measured (`summary(model)`): each
+part's output shape and parameter count, and the total.
 """
 import torch
 from torch import nn
@@ -98,8 +101,56 @@ class CustomResNet(nn.Module):
         return self.fc(x) * self.logit_scale            # logits: no softmax here (see above)
 
 
+# The parts `summary` lists: the four stages and the pieces of the residual layers, then the head.
+SUMMARY_PARTS = ("prep", "layer1", "layer1.conv", "layer1.res", "layer2", "layer3", "layer3.conv",
+                 "layer3.res", "pool", "fc")
+
+
+def summary(model: CustomResNet, input_size=(3, 32, 32)) -> str:
+    """The layer table of a report: each part's output shape and parameter count, and the total.
+
+    Runs one forward pass on zeros (N = 1, shown as N) under no_grad, in eval mode; the model's
+    mode is restored afterwards. Indented rows (layer1.conv, ...) are inside the row above them,
+    so only the unindented rows add up to the total.
+    """
+    shapes = {}
+    handles = [model.get_submodule(name).register_forward_hook(
+        lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:])))
+        for name in SUMMARY_PARTS]
+    modes = [(m, m.training) for m in model.modules()]
+    param = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            shapes["input"] = tuple(input_size)
+            logits = model(torch.zeros(1, *input_size, dtype=param.dtype, device=param.device))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, was_training in modes:
+            m.training = was_training
+    shapes["fc"] = tuple(logits.shape[1:])              # the logits, after the logit scale
+    count = lambda m: sum(p.numel() for p in m.parameters())    # noqa: E731
+    rows = [("input", "", shapes["input"], None)]
+    rows += [(name, type(model.get_submodule(name)).__name__, shapes[name],
+              count(model.get_submodule(name))) for name in SUMMARY_PARTS]
+    total = count(model)
+    lines = [f"{'part':<14}{'module':<12}{'output shape':<22}{'parameters':>12}", "-" * 60]
+    for name, kind, shape, n in rows:
+        indent = "  " * name.count(".")
+        out = "(N, " + ", ".join(str(d) for d in shape) + ")"
+        lines.append(f"{indent + name:<14}{kind:<12}{out:<22}{'' if n is None else f'{n:,}':>12}".rstrip())
+    lines += ["-" * 60, f"{'total':<48}{total:>12,}",
+              f"{'trainable':<48}{sum(p.numel() for p in model.parameters() if p.requires_grad):>12,}"]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    model = CustomResNet()
-    print(model)
-    print(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
-    print("output:", tuple(model(torch.randn(2, 3, 32, 32)).shape))
+    import argparse
+    parser = argparse.ArgumentParser(description="Print the layer table of CustomResNet.")
+    parser.add_argument("--width", type=int, default=64, help="channels of the prep layer (default: 64)")
+    width = parser.parse_args().width
+    if width < 1:
+        parser.exit(2, f"error: --width must be at least 1, got {width}\n")
+    print(f"CustomResNet(width={width}); forward returns logits (no softmax)")
+    print(summary(CustomResNet(width=width)))

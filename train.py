@@ -82,6 +82,11 @@ class Config:
     cutout: int = opt(8, "side of the Cutout square in pixels; 0 = no Cutout")
     # --- model
     width: int = opt(64, "channels of the prep layer (64 = the specification; small for quick tests)")
+    # --- evaluation and report
+    tta: bool = opt(False, "flip test-time augmentation: evaluate on the mean of the logits of each image "
+                    "and its mirror image (off in the specification's recipe)")
+    gradcam_layer: str = opt("layer3", "where gradcam.png's maps are taken: prep (32x32), layer1 (16x16), "
+                             "layer2 (8x8), layer3 (4x4), or a part inside them such as layer1.res")
     # --- runtime
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps")
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (auto: bf16 where supported, fp16 on older GPUs)")
@@ -98,7 +103,7 @@ class Config:
 
 # Settings that a resumed run may change; every other one must match the checkpoint's.
 RESUME_FREE = {"data_dir", "out_dir", "download", "resume", "device", "precision", "compile",
-               "eval_batch_size", "log_every", "plots", "progress"}
+               "eval_batch_size", "log_every", "plots", "progress", "gradcam_layer"}
 CHECKPOINT_FORMAT = "custom-resnet-cifar10 checkpoint v1"
 
 
@@ -181,6 +186,26 @@ def validate(cfg: Config):
          f"got {cfg.seeds}")
     need(0 <= cfg.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {cfg.label_smoothing}")
     need(cfg.log_every >= 1, f"log_every must be at least 1, got {cfg.log_every}")
+    need(cfg.gradcam_layer in gradcam_layers(), unknown_layer(cfg.gradcam_layer))
+
+
+## The map sizes of the four stages for a 32x32 input (custom_resnet.py's layer table).
+MAP_SIZES = {"prep": 32, "layer1": 16, "layer2": 8, "layer3": 4}
+
+
+def gradcam_layers() -> list:
+    """Where Grad-CAM can be drawn: every part of CustomResNet whose output is a feature map
+    (N, C, h, w) with more than one pixel: prep, layer1, layer2, layer3 and the parts inside them
+    ("layer1.res", "layer3.conv.bn", ...). Not pool (1x1) or fc (no map)."""
+    return [n for n, _ in CustomResNet(width=1).named_modules() if n.split(".")[0] in MAP_SIZES]
+
+
+def unknown_layer(name) -> str:
+    stages = ", ".join(f"{k} ({v}x{v})" for k, v in MAP_SIZES.items())
+    inside = ", ".join(n for n in gradcam_layers() if "." in n)
+    near = difflib.get_close_matches(str(name), gradcam_layers(), 1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"unknown Grad-CAM layer {name!r}{hint}; valid: {stages}, or a part inside them: {inside}"
 
 
 # ==============================================================================================
@@ -305,16 +330,28 @@ def train_one_epoch(model, loader, optimizer, scaler, rt, loss_fn, lr_at, first_
     return loss_sum.item() / seen, 100 * correct.item() / seen
 
 
+def logits_of(model, x, autocast, tta=False):
+    """float32 logits (N, 10) of the normalised batch x (N, 3, H, W).
+
+    tta: flip test-time augmentation, airbench's TTA level 1: the mean of the logits of each image
+    and of its mirror image (flipped left-right, as FlipLR in training). An image that is its own
+    mirror image gets exactly its plain logits. Costs a second forward pass."""
+    with autocast():
+        logits = model(x).float()
+        if tta:
+            logits = (logits + model(x.flip(-1)).float()) / 2
+    return logits
+
+
 @torch.inference_mode()
-def evaluate(model, loader, rt):
-    """Mean loss, correct count, and per-image predictions and confidences on `loader`."""
+def evaluate(model, loader, rt, tta=False):
+    """Mean loss, correct count, and per-image predictions and confidences on `loader`
+    (tta: see logits_of)."""
     model.eval()
     loss_sum = torch.zeros((), device=rt.device)
     preds, confs = [], []
     for x, y in loader:
-        with rt.autocast():
-            logits = model(x)
-        logits = logits.float()
+        logits = logits_of(model, x, rt.autocast, tta)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         prob, pred = logits.softmax(-1).max(-1)
         preds.append(pred)
@@ -545,7 +582,7 @@ def run(cfg, rt, data, ckpt, record, paths, saved, log):
     last_eval = fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record,
                     paths, saved, log)
     if last_eval is None:                  # resumed from a finished run: nothing was evaluated
-        last_eval = evaluate(model, test_loader, rt)
+        last_eval = evaluate(model, test_loader, rt, cfg.tta)
     final = record["history"][-1]
     record.update(status="complete", test_accuracy=final["test_acc"], test_correct=final["test_correct"])
     # CPU tensors: weights trained on a GPU load on a laptop without map_location.
@@ -579,7 +616,7 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
                            f"at step {step} (LR {lr_at(step):.4g})")
         train_seconds = timer.stop()
         timer.start()
-        ev = evaluate(train_model, test_loader, rt)
+        ev = evaluate(train_model, test_loader, rt, cfg.tta)
         eval_seconds = timer.stop()
         if not math.isfinite(ev["loss"]):
             # The last update of the epoch broke the weights (the training loss of a step is
@@ -589,7 +626,8 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
         state["step"] += steps_per_epoch
         state["epoch"] = epoch
         test_acc = 100 * ev["correct"] / ev["n"]
-        log(f"Test set: Average loss: {ev['loss']:.4f}, Accuracy: {ev['correct']}/{ev['n']} ({test_acc:.2f}%)")
+        log(f"Test set: Average loss: {ev['loss']:.4f}, Accuracy: {ev['correct']}/{ev['n']} ({test_acc:.2f}%)"
+            + (" with flip TTA" if cfg.tta else ""))
         state["history"].append({
             "epoch": epoch, "lr": lr_at(state["step"] - 1), "train_loss": train_loss, "train_acc": train_acc,
             "test_loss": ev["loss"], "test_acc": test_acc, "test_correct": ev["correct"], "test_n": ev["n"],
@@ -668,13 +706,16 @@ def make_report(cfg, rt, model, test_loader, data, record, ev, cm, log):
                              data.classes, os.path.join(out, "misclassified.png"))
     few = wrong[:10]
     cams_pred = cams_true = torch.zeros(0, 32, 32)
+    layer = cfg.gradcam_layer
     if len(few):                                                      # else: a picture that says so
         x = test_loader.normalize(data.test_images[few].to(rt.device))  # (10, 3, 32, 32)
-        with gradcam.GradCAM(model, "layer3") as cam:
+        with gradcam.GradCAM(model, cfg.gradcam_layer) as cam:
             cams_pred = cam(x, preds[few].to(rt.device)).cpu()
             cams_true = cam(x, data.test_labels[few].to(rt.device)).cpu()
+            h, w = cam.activations.shape[-2:]
+            layer = f"{layer}, {h}x{w} map"
     utils.plot_gradcam(data.test_images[few], cams_pred, cams_true, data.test_labels[few], preds[few],
-                       data.classes, os.path.join(out, "gradcam.png"))
+                       data.classes, os.path.join(out, "gradcam.png"), layer=layer)
     log(f"plots saved in {out}: " + " ".join(sorted(f for f in os.listdir(out) if f.endswith(".png"))))
 
 

@@ -51,6 +51,8 @@ ELSEWHERE = {
     "compile": ["test_train.py::test_compile_warm_up_leaves_no_trace"],
     "precision": ["test_train.py::test_fp16_with_a_grad_scaler_trains"],
     "seed": ["test_train.py::test_the_same_seed_gives_bit_identical_cpu_fp32_runs"],
+    "tta": ["test_predict.py::test_flip_tta_in_training_is_the_mean_of_both_logits"],
+    "gradcam_layer": ["test_predict.py::test_the_layer_setting_reaches_the_report"],
     "seeds": ["test_seeds.py::test_a_series_runs_each_seed_with_its_own_range_test_and_resumes_where_it_stopped"],
 }
 

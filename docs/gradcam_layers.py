@@ -1,0 +1,63 @@
+"""Grad-CAM of the same images at several layers, side by side: which layer shows the object?
+
+    python docs/gradcam_layers.py out/model.pt --data-dir ./data --out docs/gradcam_layers.png
+
+Takes --n consecutive images of the data folder's test_batch from --start (no choosing), classifies them with
+the model (as predict.py does) and draws, for the predicted class, Grad-CAM at each --layers entry:
+one row per layer, one column per image. README.md shows the result this repository's default
+(train.py's gradcam_layer) was chosen from.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data as cifar  # noqa: E402
+import predict  # noqa: E402
+import utils  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="a model.pt written by train.py")
+    p.add_argument("--data-dir", default="./data", help="folder with cifar-10-batches-py")
+    p.add_argument("--n", type=int, default=8, help="how many images")
+    p.add_argument("--start", type=int, default=0, help="index of the first image in the test_batch")
+    p.add_argument("--layers", default="layer3,layer2,layer1", help="comma-separated layer names")
+    p.add_argument("--title", default="test images", help="what the images are, for the title")
+    p.add_argument("--out", default="gradcam_layers.png")
+    a = p.parse_args()
+    try:
+        layers = [predict.check_layer(name) for name in a.layers.split(",")]
+        model = predict.load_model(a.model)
+        d = cifar.load_cifar10(a.data_dir, download=False)
+    except utils.UsageError as e:
+        sys.exit(f"error: {e}")
+    images, labels = d.test_images[a.start:a.start + a.n], d.test_labels[a.start:a.start + a.n]
+    preds = predict.predict(model, images, precision="fp32")
+    classes = [cifar.CLASSES.index(q.top[0][0]) for q in preds]
+    rows = [(name, *predict.gradcam_maps(model, images, classes, name)) for name in layers]
+    pictures = utils._images_hwc(images)                                     # (n, 32, 32, 3)
+
+    fig = utils._figure((1.45 * a.n + 0.6, 1.55 * (1 + len(rows)) + 0.7))
+    axes = fig.subplots(1 + len(rows), a.n, squeeze=False)
+    for j in range(a.n):
+        true, pred = cifar.CLASSES[int(labels[j])], cifar.CLASSES[classes[j]]
+        axes[0, j].imshow(pictures[j], interpolation="nearest")
+        axes[0, j].set_title(f"true: {true}\npred: {pred}" + ("" if true == pred else " (wrong)"),
+                             fontsize=8)
+        for i, (name, cams, size) in enumerate(rows, start=1):
+            axes[i, j].imshow(utils._cam_overlay(pictures[j], cams[j].numpy(), 0.5), interpolation="nearest")
+    for i, (name, cams, size) in enumerate(rows, start=1):
+        axes[i, 0].set_ylabel(f"{name}\n{size[0]}x{size[1]} map", fontsize=9)
+    axes[0, 0].set_ylabel("image", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"Grad-CAM for the predicted class at {', '.join(layers)}: {a.title}", fontsize=10)
+    utils._save(fig, a.out)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""predict.py (classify and explain your own images), flip TTA, the Grad-CAM layer, the model summary.
+
+Tiny models (width 8) and image files written to tmp_path; no CIFAR-10 needed.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import custom_resnet
+import data as cifar
+import predict
+import train
+import utils
+from custom_resnet import CustomResNet
+from utils import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(synthetic=True, synthetic_train=512, synthetic_test=128, width=8, batch_size=64,
+            eval_batch_size=64, precision="fp32", device="cpu", progress=False, plots=False,
+            epochs=2, peak_epoch=1, lr_min=0.02, lr_max=0.2)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny training run (fp32, CPU), its test images written as PNG files, and its record."""
+    out = tmp_path_factory.mktemp("run")
+    record = train.main(**TINY, out_dir=str(out))
+    d = cifar.synthetic_cifar10(TINY["synthetic_train"], TINY["synthetic_test"], seed=0)
+    paths = []
+    for i, img in enumerate(d.test_images):
+        paths.append(str(out / f"test_{i:03d}.png"))
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(paths[-1])
+    return {"out": out, "record": record, "paths": paths, "labels": d.test_labels,
+            "images": d.test_images, "model": str(out / "model.pt")}
+
+
+def _model(width=8, seed=0):
+    torch.manual_seed(seed)
+    return CustomResNet(width=width).eval()
+
+
+def _rgb(seed=0, size=(32, 32)):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)      # (H, W, 3)
+
+
+def _loss_and_correct(logits, labels):
+    return F.cross_entropy(logits, labels).item(), int((logits.argmax(1) == labels).sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# Predictions equal the training run's evaluation
+
+def test_predictions_on_files_equal_the_training_runs_evaluation(run):
+    model = predict.load_model(run["model"])
+    preds = predict.predict(model, run["paths"], precision="fp32", batch_size=TINY["eval_batch_size"])
+    logits = torch.stack([p.logits for p in preds])
+    loss, correct = _loss_and_correct(logits, run["labels"])
+    final = run["record"]["history"][-1]
+    assert correct == run["record"]["test_correct"]
+    assert loss == pytest.approx(final["test_loss"], rel=1e-5)
+    assert correct > 1.5 * len(preds) / 10    # above chance: the files carry what the model learned
+    # Top-3: most likely first, probabilities of the softmax, class names of CIFAR-10.
+    p = preds[0]
+    assert [c for c, _ in p.top] == [cifar.CLASSES[i] for i in p.probs.topk(3).indices]
+    assert [q for _, q in p.top] == pytest.approx(p.probs.topk(3).values.tolist())
+    assert torch.equal(p.image, run["images"][0])          # a 32x32 PNG is used as it is
+
+
+def test_tensors_work_as_files_do(run):
+    model = predict.load_model(run["model"])
+    from_files = predict.predict(model, run["paths"][:4], precision="fp32")
+    from_uint8 = predict.predict(model, run["images"][:4], precision="fp32")
+    from_float = predict.predict(model, run["images"][:4].float() / 255, precision="fp32")
+    for a, b, c in zip(from_files, from_uint8, from_float):
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.logits, c.logits)
+    with pytest.raises(UsageError, match="normalised"):
+        predict.predict(model, torch.randn(1, 3, 32, 32))
+
+
+def test_flip_tta_in_training_is_the_mean_of_both_logits(run, tmp_path):
+    record = train.main(**TINY, tta=True, out_dir=str(tmp_path))
+    assert record["config"]["tta"] is True
+    model = predict.load_model(tmp_path / "model.pt")
+    images = run["images"]
+    plain = predict.logits(model, images, utils.Runtime(torch.device("cpu"), "fp32"))
+    mirror = predict.logits(model, images.flip(-1), utils.Runtime(torch.device("cpu"), "fp32"))
+    loss_tta, correct_tta = _loss_and_correct((plain + mirror) / 2, run["labels"])
+    loss_plain, _ = _loss_and_correct(plain, run["labels"])
+    final = record["history"][-1]
+    assert final["test_loss"] == pytest.approx(loss_tta, rel=1e-5)
+    assert final["test_correct"] == correct_tta
+    assert abs(final["test_loss"] - loss_plain) > 1e-4      # the flag reached the evaluation
+    preds = predict.predict(model, run["paths"], tta=True, precision="fp32")
+    assert torch.allclose(torch.stack([p.logits for p in preds]), (plain + mirror) / 2, atol=1e-5)
+
+
+def test_tta_leaves_a_mirror_symmetric_image_unchanged(tmp_path):
+    model = _model()
+    half = _rgb(1, (16, 32))                                 # (32, 16, 3)
+    symmetric = np.concatenate([half, half[:, ::-1]], axis=1)
+    Image.fromarray(symmetric).save(tmp_path / "symmetric.png")
+    Image.fromarray(_rgb(2)).save(tmp_path / "plain.png")
+    off = predict.predict(model, [tmp_path / "symmetric.png", tmp_path / "plain.png"], precision="fp32")
+    on = predict.predict(model, [tmp_path / "symmetric.png", tmp_path / "plain.png"], tta=True,
+                         precision="fp32")
+    assert torch.equal(off[0].logits, on[0].logits)
+    assert not torch.allclose(off[1].logits, on[1].logits)   # an ordinary image does change
+
+
+# ----------------------------------------------------------------------------------------------
+# File formats and sizes
+
+def test_formats_convert_as_a_viewer_shows_them(tmp_path):
+    rgb = _rgb(3)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    alpha = np.full((32, 32, 1), 255, np.uint8)
+    alpha[:8, :8] = 0                                        # a transparent corner
+    Image.fromarray(np.concatenate([rgb, alpha], 2), "RGBA").save(tmp_path / "a_rgba.png")
+    grey = rgb[..., 0]
+    Image.fromarray(grey, "L").save(tmp_path / "a_grey.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "a_grey16.png")   # 16-bit
+    smooth = (np.indices((32, 32)).sum(0)[..., None] * np.array([4, 2, 3]) % 256).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "a.jpg", quality=95)
+    images, _, notes = predict.load_images(
+        [tmp_path / n for n in ("a.png", "a_rgba.png", "a_grey.png", "a_grey16.png", "a.jpg")])
+    want = torch.from_numpy(rgb).permute(2, 0, 1)
+    assert images.shape == (5, 3, 32, 32) and images.dtype == torch.uint8
+    assert torch.equal(images[0], want)
+    assert torch.equal(images[1][:, 8:, :], want[:, 8:, :]) and torch.equal(images[1][:, :, 8:], want[:, :, 8:])
+    assert (images[1][:, :8, :8] == 255).all()               # transparent -> white
+    assert torch.equal(images[2], torch.from_numpy(grey).expand(3, -1, -1))
+    assert torch.equal(images[3], images[2])                 # 16 bits scaled, not clipped to white
+    jpeg_error = (images[4].float() - torch.from_numpy(smooth).permute(2, 0, 1).float()).abs()
+    assert jpeg_error.mean() < 4                             # JPEG: close, lossy
+    assert "on white" in notes[1] and "greyscale" in notes[2] and "greyscale" in notes[3]
+
+
+def test_other_sizes_are_centre_cropped_and_resized_with_antialiasing(tmp_path):
+    rgb = _rgb(4)
+    wide = np.concatenate([np.zeros((32, 16, 3), np.uint8), rgb, np.full((32, 16, 3), 255, np.uint8)], 1)
+    Image.fromarray(wide).save(tmp_path / "wide.png")                 # 64x32: black | image | white
+    board = (np.indices((320, 320)).sum(0) % 2 * 255).astype(np.uint8)     # 1-pixel checkerboard
+    Image.fromarray(board).save(tmp_path / "board.png")
+    images, _, notes = predict.load_images([tmp_path / "wide.png", tmp_path / "board.png"])
+    assert torch.equal(images[0], torch.from_numpy(rgb).permute(2, 0, 1))  # the central square
+    assert notes[0].startswith("64x32 -> centre 32x32 -> 32x32")
+    # Antialiased: the fine pattern averages to grey (a nearest or unfiltered resize gives 0/255).
+    assert (images[1].float() - 127.5).abs().max() < 10
+    squashed, _, notes = predict.load_images([tmp_path / "wide.png"], fit="squash")
+    assert not torch.equal(squashed[0], images[0]) and "squashed" in notes[0]
+    assert squashed[0][:, :, 0].float().mean() < 60 and squashed[0][:, :, -1].float().mean() > 200
+
+
+# ----------------------------------------------------------------------------------------------
+# Grad-CAM at every layer name, in predictions and in the training report
+
+def test_gradcam_works_at_every_layer_name():
+    model = _model()
+    images = torch.from_numpy(np.stack([_rgb(5), _rgb(6)])).permute(0, 3, 1, 2).contiguous()
+    names = train.gradcam_layers()
+    assert {"prep", "layer1", "layer2", "layer3", "layer1.res.conv2", "layer3.conv.pool"} <= set(names)
+    assert "pool" not in names and "fc" not in names
+    for name in names:
+        maps, size = predict.gradcam_maps(model, images, [1, 2], name)
+        assert maps.shape == (2, 32, 32) and 0 <= maps.min() and maps.max() <= 1, name
+        if name in train.MAP_SIZES:
+            assert size == (train.MAP_SIZES[name],) * 2
+    with pytest.raises(UsageError, match=r"unknown Grad-CAM layer 'layer4'.*layer2 \(8x8\).*layer1\.res\.conv2"):
+        predict.gradcam_maps(model, images, [1, 2], "layer4")
+
+
+def test_the_layer_setting_reaches_the_report(tmp_path, monkeypatch):
+    seen = {}
+    original = utils.plot_gradcam
+
+    def spy(images, cams_pred, cams_true, *args, layer="", **kwargs):
+        seen.update(layer=layer)
+        return original(images, cams_pred, cams_true, *args, layer=layer, **kwargs)
+    monkeypatch.setattr(utils, "plot_gradcam", spy)
+    for name in ("plot_curves", "plot_lr_schedule", "plot_confusion", "plot_misclassified"):
+        monkeypatch.setattr(utils, name, lambda *a, **k: None)         # not under test here
+    train.main(**{**TINY, "plots": True, "epochs": 1}, gradcam_layer="layer1", out_dir=str(tmp_path))
+    assert seen["layer"] == "layer1, 16x16 map"
+    assert (tmp_path / "gradcam.png").stat().st_size > 10_000
+    assert train.make_config({}).gradcam_layer == "layer3"
+    with pytest.raises(UsageError, match="unknown Grad-CAM layer 'layer 3' .did you mean 'layer3'"):
+        train.main(**TINY, gradcam_layer="layer 3", out_dir=str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists()                  # refused before anything ran
+
+
+def test_explain_writes_the_image_and_two_maps(run, tmp_path):
+    model = predict.load_model(run["model"])
+    preds = predict.predict(model, run["paths"][:2] + run["paths"][:1], precision="fp32")
+    paths = predict.explain(model, preds, tmp_path / "ex", cam_class="cat", layer="layer2")
+    assert [os.path.basename(p) for p in paths] == ["test_000.png.gradcam.png", "test_001.png.gradcam.png",
+                                                    "test_000.png-2.gradcam.png"]
+    import matplotlib.image
+    assert matplotlib.image.imread(paths[0]).std() > 0.05
+    fig = predict.plot_explanation(preds[0], torch.rand(2, 32, 32), [0, 3], ["predicted", "asked for"],
+                                   "layer2 (8x8 map)")
+    titles = [ax.get_title() for ax in fig.axes[:3]]
+    assert "32x32" in titles[0] and "airplane" in titles[1] and "cat" in titles[2] and "asked for" in titles[2]
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line
+
+def test_command_line_prints_top3_per_image_and_writes_overlays(run, tmp_path):
+    Image.fromarray(_rgb(7, (64, 48))).save(tmp_path / "photo.jpg")
+    r = subprocess.run([sys.executable, "predict.py", run["model"], run["paths"][0], str(tmp_path / "photo.jpg"),
+                        "--explain", str(tmp_path / "ex"), "--cam-class", "3", "--precision", "fp32"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert "central square resized to 32x32" in lines[0]
+    assert lines[1].startswith(run["paths"][0] + ": ") and lines[1].count("%") == 3
+    assert lines[2].startswith(str(tmp_path / "photo.jpg")) and "64x48 -> centre 48x48 -> 32x32" in lines[2]
+    assert sorted(os.listdir(tmp_path / "ex")) == ["photo.jpg.gradcam.png", "test_000.png.gradcam.png"]
+
+
+def test_evaluate_prints_accuracy_without_and_with_tta(run, tmp_path, capsys):
+    from cifar_files import write_cifar_folder
+    write_cifar_folder(tmp_path, n_per_batch=6)
+    d = cifar.load_cifar10(tmp_path, download=False)
+    assert predict.cli([run["model"], "--evaluate", "--data-dir", str(tmp_path), "--no-download",
+                        "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    model = predict.load_model(run["model"])
+    rt = utils.Runtime(torch.device("cpu"), "fp32")
+    for tta, label in ((False, "without TTA"), (True, "with flip TTA")):
+        _, correct = _loss_and_correct(predict.logits(model, d.test_images, rt, tta), d.test_labels)
+        assert re.search(rf"{label}: +accuracy {100 * correct / 6:.2f}% \({correct}/6\)", out), out
+    assert "flip TTA gain" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: one line, no traceback, nothing written
+
+def _fails(capsys, *argv, match):
+    assert predict.cli([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert match in err, err
+    return err
+
+
+def test_bad_images_get_one_line_and_nothing_is_written(run, tmp_path, capsys):
+    good = run["paths"][0]
+    (tmp_path / "notes.txt").write_text("not a picture")
+    Image.fromarray(_rgb(8, (200, 200))).save(tmp_path / "whole.jpg")
+    (tmp_path / "truncated.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:600])
+    ex = tmp_path / "ex"
+    for bad, match in ((tmp_path / "missing.png", "missing.png: no such file"),
+                       (tmp_path / "notes.txt", "notes.txt: not an image file"),
+                       (tmp_path / "truncated.jpg", "truncated.jpg: cannot read the image"),
+                       (tmp_path, "is a folder")):
+        _fails(capsys, run["model"], good, bad, "--explain", ex, match=match)
+        assert not ex.exists() or not os.listdir(ex)
+
+
+def test_bad_weights_and_settings_get_one_line(run, tmp_path, capsys):
+    good = run["paths"][0]
+    err = _fails(capsys, run["out"] / "checkpoint.pt", good, match="is a training checkpoint")
+    assert str(run["out"] / "model.pt") in err                # says which file to give
+    _fails(capsys, run["model"], good, "--width", 16, match="of width 8, not 16")
+    torch.save(CustomResNet(width=8, num_classes=100).state_dict(), tmp_path / "c100.pt")
+    _fails(capsys, tmp_path / "c100.pt", good, match="not the weights of CustomResNet(width=8) ('fc.weight' has shape")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 3)).state_dict(), tmp_path / "other.pt")
+    _fails(capsys, tmp_path / "other.pt", good, match="not the weights of this repository's CustomResNet")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00" * 100)
+    _fails(capsys, tmp_path / "garbage.pt", good, match="not a readable weights file")
+    _fails(capsys, tmp_path / "none.pt", good, match="none.pt: no such file")
+    err = _fails(capsys, run["model"], good, "--layer", "layer5", match="unknown Grad-CAM layer 'layer5'")
+    assert all(n in err for n in train.gradcam_layers())     # lists every valid name
+    _fails(capsys, run["model"], good, "--explain", tmp_path / "ex", "--cam-class", "doge",
+           match="unknown class 'doge' (did you mean 'dog'?)")
+    assert not (tmp_path / "ex").exists()
+    (tmp_path / "a_file").write_text("")
+    _fails(capsys, run["model"], good, "--explain", tmp_path / "a_file", match="--explain")
+
+
+# ----------------------------------------------------------------------------------------------
+# The model summary
+
+def test_summary_lists_every_part_and_the_specifications_total():
+    text = custom_resnet.summary(CustomResNet())
+    rows = {line.split()[0]: line for line in text.splitlines() if line and line[0] not in "- "}
+    assert rows["total"].split()[-1] == "6,573,120"
+    assert "(N, 256, 8, 8)" in rows["layer2"] and "(N, 512, 4, 4)" in rows["layer3"] and "(N, 10)" in rows["fc"]
+    count = lambda line: int(line.split()[-1].replace(",", ""))            # noqa: E731
+    top = [count(rows[n]) for n in ("prep", "layer1", "layer2", "layer3", "pool", "fc")]
+    assert sum(top) == 6_573_120                              # the top-level rows add up
+    assert "  layer1.res " in text                            # parts inside a layer are indented
+    model = CustomResNet(width=8).train()
+    small = custom_resnet.summary(model)
+    assert model.training                                     # its mode is given back
+    assert small.splitlines()[-2].split()[-1] == f"{sum(p.numel() for p in model.parameters()):,}"
+
+
+def test_python_custom_resnet_py_prints_the_table():
+    r = subprocess.run([sys.executable, "custom_resnet.py"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "layer3" in r.stdout and r.stdout.strip().splitlines()[-2].endswith("6,573,120")
