@@ -47,7 +47,11 @@ def third_party_imports_of_the_tests():
                 elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "importorskip"
                       and isinstance(node.args[0], ast.Constant)):
                     names.add(node.args[0].value.split(".")[0])
-    return names - set(sys.stdlib_module_names) - project
+    names = names - set(sys.stdlib_module_names) - project
+    return {PACKAGE_OF_IMPORT.get(n, n) for n in names}
+
+
+PACKAGE_OF_IMPORT = {"PIL": "pillow"}    # import name -> the name pip installs it by
 
 
 def requirement_names(name):
