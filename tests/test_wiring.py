@@ -23,6 +23,7 @@ import lr_finder
 import train
 import utils
 from custom_resnet import CustomResNet
+from test_train import torch_one_cycle_lrs      # the reference schedule: torch's OneCycleLR
 from utils import UsageError
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -162,20 +163,6 @@ def altered(tmp_path_factory):
         spy = Spy(mp)
         record = train.main(**ALTERED, out_dir=str(out))
     return record, spy, out
-
-
-def torch_one_cycle_lrs(total, lr_min, lr_max, pct_start):
-    """The LR of every step by torch's OneCycleLR, configured as docs/SPEC.md section 2 says."""
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr_min)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr_max, total_steps=total, pct_start=pct_start, anneal_strategy="linear",
-        div_factor=lr_max / lr_min, final_div_factor=1.0, three_phase=False, cycle_momentum=False)
-    lrs = []
-    for _ in range(total):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return lrs
 
 
 def reference_predictions(weights_path, width, images):
