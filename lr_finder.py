@@ -355,8 +355,8 @@ def plot_range_test(result, path=None, ax=None):
     ax.set_title("LR range test")
 
     ## clip the top so a divergent tail does not squash the interesting part: 1.5x the highest
-    ## smoothed loss up to its minimum, or less if no raw loss reaches that high
-    i_min = min(range(len(smoothed)), key=smoothed.__getitem__)
+    ## smoothed loss up to its first minimum, or less if no raw loss reaches that high
+    i_min = first_minimum(smoothed)
     top = min(max(losses), 1.5 * max(smoothed[: i_min + 1]))
     bottom = min(losses)
     if top > bottom:
