@@ -39,6 +39,10 @@ class Cifar10(NamedTuple):
     test_images: torch.Tensor    # uint8 (M, 3, 32, 32)
     test_labels: torch.Tensor    # int64 (M,)
     classes: tuple
+    # What the held-out images are, for every log line, plot and record that reports on them:
+    # "test" (the official test_batch) or "validation" (a split of the training images, such as
+    # the one ../shared/data/cifar10_jpeg.py writes as test_batch). See eval_split_name.
+    eval_split: str = "test"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -75,6 +79,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def read_batch(path):
     """Read one CIFAR-10 python batch file -> (uint8 images (N, 3, 32, 32), int64 labels (N,)).
+    See _read_batch_and_label."""
+    return _read_batch_and_label(path)[:2]
+
+
+def eval_split_name(batch_label) -> str:
+    """"validation" when a test_batch's 'batch_label' says it is a validation split (the official
+    file says "testing batch 1 of 1"; cifar10_jpeg.py writes "validation split"), else "test"."""
+    return "validation" if "validation" in str(batch_label).lower() else "test"
+
+
+def _read_batch_and_label(path):
+    """One CIFAR-10 python batch file -> (uint8 images (N, 3, 32, 32), int64 labels (N,), the
+    file's 'batch_label' string or "" when it has none).
 
     Keys may be str or bytes (the original files were pickled by Python 2; read with latin1 they
     come back as str, files written by Python 3 often use bytes). Everything is validated, and
@@ -108,7 +125,8 @@ def read_batch(path):
         raise UsageError(f"{path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}")
     # Rows are 1024 red, 1024 green, 1024 blue values, each a 32x32 image in row-major order.
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
-    return images, torch.from_numpy(labels)
+    label = batch.get("batch_label", "")
+    return images, torch.from_numpy(labels), label.decode("latin1") if isinstance(label, bytes) else str(label)
 
 
 def _read_classes(folder):
@@ -179,7 +197,7 @@ def load_cifar10(root="./data", download=True, cache=True) -> Cifar10:
         try:
             d = torch.load(cache_path, map_location="cpu", weights_only=True)
             return Cifar10(d["train_images"], d["train_labels"], d["test_images"], d["test_labels"],
-                           tuple(d["classes"]))
+                           tuple(d["classes"]), d["eval_split"])     # a cache without it: rebuilt
         except Exception:
             try:
                 os.remove(cache_path)     # a broken cache is only a cache: rebuild it from the files
@@ -199,9 +217,9 @@ def load_cifar10(root="./data", download=True, cache=True) -> Cifar10:
             f"default) with internet access, or put the folder '{CIFAR10_FOLDER}' from "
             f"cifar-10-python.tar.gz into {root}, or run offline with --synthetic.")
     train = [read_batch(p) for p in paths[:len(TRAIN_FILES)]]
-    test = read_batch(paths[-1])
+    test_x, test_y, test_label = _read_batch_and_label(paths[-1])
     data = Cifar10(torch.cat([x for x, _ in train]), torch.cat([y for _, y in train]),
-                   test[0], test[1], _read_classes(folder))
+                   test_x, test_y, _read_classes(folder), eval_split_name(test_label))
     if cache:
         try:                              # atomic: a half-written cache is never read
             atomic_torch_save({**data._asdict(), "classes": list(data.classes)}, cache_path)

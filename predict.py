@@ -380,7 +380,7 @@ def evaluate_tta(model, data_dir="./data", download=True, precision="auto", batc
     d = cifar.load_cifar10(data_dir, download=download)
     rt = _runtime(model, precision)
     loader = cifar.DeviceLoader(d.test_images, d.test_labels, batch_size, train=False, device=rt.device)
-    result = {"n": len(d.test_labels), "device": str(rt.device), "precision": rt.precision}
+    result = {"n": len(d.test_labels), "split": d.eval_split, "device": str(rt.device), "precision": rt.precision}
     for key, tta in (("plain", False), ("tta", True)):
         ev = train.evaluate(model, loader, rt, tta)
         result[key] = {"accuracy": 100 * ev["correct"] / ev["n"], "correct": ev["correct"], "loss": ev["loss"]}
@@ -451,7 +451,7 @@ def run(args, log=print):
     width = model.prep.conv.out_channels
     if args.evaluate:
         r = evaluate_tta(model, args.data_dir, args.download, rt.precision, args.batch_size)
-        log(f"{args.model} (width {width}) on the {r['n']:,} images of {args.data_dir}'s test_batch, "
+        log(f"{args.model} (width {width}) on the {r['n']:,} {r['split']} images of {args.data_dir}'s test_batch, "
             f"{r['device']} {r['precision']}:")
         for key, label in (("plain", "without TTA:  "), ("tta", "with flip TTA:")):
             e = r[key]

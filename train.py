@@ -239,7 +239,8 @@ def load_data(cfg: Config) -> cifar.Cifar10:
         d = cifar.load_cifar10(cfg.data_dir, download=cfg.download)
     if cfg.subset:
         n = cfg.subset
-        d = cifar.Cifar10(d.train_images[:n], d.train_labels[:n], d.test_images[:n], d.test_labels[:n], d.classes)
+        d = d._replace(train_images=d.train_images[:n], train_labels=d.train_labels[:n],
+                       test_images=d.test_images[:n], test_labels=d.test_labels[:n])
     return d
 
 
@@ -450,14 +451,17 @@ def main(**overrides) -> dict:
     record = {"status": "running", "config": dataclasses.asdict(cfg), "runtime": rt.describe(),
               "code": series.code_version(),
               "data": {"source": "synthetic" if cfg.synthetic else "cifar10",
-                       "train_images": len(data.train_labels), "test_images": len(data.test_labels)},
+                       "train_images": len(data.train_labels), "test_images": len(data.test_labels),
+                       # "validation" when test_batch is a split of the training images (data.py):
+                       # then every "test" key of this record holds validation figures
+                       "eval_split": data.eval_split},
               "history": [], "timings": {}}
     paths = {k: os.path.join(cfg.out_dir, k) for k in ("metrics.json", "checkpoint.pt", "model.pt")}
     # The last checkpoint on disk, for the messages of an interrupted or diverged run.
     saved = {"epoch": ckpt["epoch"], "path": cfg.resume} if ckpt else {"epoch": 0, "path": None}
     hw = record["runtime"]
     log(f"device {rt.device} ({hw.get('gpu', hw['cpu'])}), precision {rt.precision}; "
-        f"{len(data.train_labels):,} training and {len(data.test_labels):,} test images"
+        f"{len(data.train_labels):,} training and {len(data.test_labels):,} {data.eval_split} images"
         + (" (synthetic)" if cfg.synthetic else ""))
     try:
         run(cfg, rt, data, ckpt, record, paths, saved, log)
@@ -473,7 +477,7 @@ def main(**overrides) -> dict:
     record["timings"]["total_seconds"] = time.perf_counter() - t_start
     utils.atomic_write_json(record, paths["metrics.json"])
     final = record["history"][-1]
-    log(f"test accuracy {record['test_accuracy']:.2f}% ({record['test_correct']}/{final['test_n']}); "
+    log(f"{record['data']['eval_split']} accuracy {record['test_accuracy']:.2f}% ({record['test_correct']}/{final['test_n']}); "
         f"LRMIN {record['lr_min']:.4g}, LRMAX {record['lr_max']:.4g}; outputs in {cfg.out_dir}")
     return record
 
@@ -603,7 +607,7 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
                   lr_schedule=[lr_at(s) for s in range(total)])
     train_model, record["timings"]["compile_seconds"] = maybe_compile(cfg, model, optimizer, scaler, rt,
                                                                       loss_fn, train_loader, test_loader)
-    ev = None
+    ev, split = None, record["data"]["eval_split"]        # "test" or "validation"
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         timer = rt.timer().start()
         try:
@@ -622,11 +626,11 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
             # The last update of the epoch broke the weights (the training loss of a step is
             # measured before its update): never checkpoint them.
             raise_diverged(record, paths, saved, f"the weights became non-finite in epoch {epoch} "
-                           f"(test loss {ev['loss']}; LR at the last step {lr_at(state['step'] + steps_per_epoch - 1):.4g})")
+                           f"({split} loss {ev['loss']}; LR at the last step {lr_at(state['step'] + steps_per_epoch - 1):.4g})")
         state["step"] += steps_per_epoch
         state["epoch"] = epoch
         test_acc = 100 * ev["correct"] / ev["n"]
-        log(f"Test set: Average loss: {ev['loss']:.4f}, Accuracy: {ev['correct']}/{ev['n']} ({test_acc:.2f}%)"
+        log(f"{split.capitalize()} set: Average loss: {ev['loss']:.4f}, Accuracy: {ev['correct']}/{ev['n']} ({test_acc:.2f}%)"
             + (" with flip TTA" if cfg.tta else ""))
         state["history"].append({
             "epoch": epoch, "lr": lr_at(state["step"] - 1), "train_loss": train_loss, "train_acc": train_acc,
@@ -698,12 +702,13 @@ def make_report(cfg, rt, model, test_loader, data, record, ev, cm, log):
     range_png = os.path.join(out, "lr_range_test.png")
     if record["lr_range_test"] and not os.path.exists(range_png):          # resumed into a new folder
         lr_finder.plot_range_test(lr_finder.RangeTestResult(**record["lr_range_test"]), range_png)
-    utils.plot_curves(record["history"], os.path.join(out, "curves.png"))
+    split = data.eval_split                                            # "test" or "validation"
+    utils.plot_curves(record["history"], os.path.join(out, "curves.png"), split=split)
     utils.plot_lr_schedule(record["lr_schedule"], record["steps_per_epoch"], os.path.join(out, "lr_schedule.png"),
                            lr_max=record["lr_max"])
-    utils.plot_confusion(cm, data.classes, os.path.join(out, "confusion.png"))
+    utils.plot_confusion(cm, data.classes, os.path.join(out, "confusion.png"), split=split)
     utils.plot_misclassified(data.test_images[wrong], data.test_labels[wrong], preds[wrong], confs[wrong],
-                             data.classes, os.path.join(out, "misclassified.png"))
+                             data.classes, os.path.join(out, "misclassified.png"), split=split)
     few = wrong[:10]
     cams_pred = cams_true = torch.zeros(0, 32, 32)
     layer = cfg.gradcam_layer
@@ -715,7 +720,7 @@ def make_report(cfg, rt, model, test_loader, data, record, ev, cm, log):
             h, w = cam.activations.shape[-2:]
             layer = f"{layer}, {h}x{w} map"
     utils.plot_gradcam(data.test_images[few], cams_pred, cams_true, data.test_labels[few], preds[few],
-                       data.classes, os.path.join(out, "gradcam.png"), layer=layer)
+                       data.classes, os.path.join(out, "gradcam.png"), layer=layer, split=split)
     log(f"plots saved in {out}: " + " ".join(sorted(f for f in os.listdir(out) if f.endswith(".png"))))
 
 

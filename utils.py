@@ -301,14 +301,15 @@ def _pct(x):
     return f"{x:.2f}%"
 
 
-def plot_curves(history, path=None):
+def plot_curves(history, path=None, split="test"):
     """Loss and accuracy of every epoch, on the training and the test set, side by side.
 
     history: a list of dicts, one per epoch, with "epoch" (1-based), "train_loss", "test_loss",
     "train_acc" and "test_acc" (accuracies in percent). A missing or None value leaves a gap.
+    split: what the held-out images are, for the labels: "test" or "validation" (data.Cifar10).
     """
     if not history:
-        return _message_figure("No epochs recorded yet", "Training and test curves", path)
+        return _message_figure("No epochs recorded yet", f"Training and {split} curves", path)
 
     def column(key):
         return [float("nan") if h.get(key) is None else float(h[key]) for h in history]
@@ -323,7 +324,7 @@ def plot_curves(history, path=None):
         ax.plot(epochs, column(f"train_{key}"), "o-", color="tab:blue", markersize=4,
                 label="training set (augmented; running mean during the epoch)")
         ax.plot(epochs, column(f"test_{key}"), "s-", color="tab:orange", markersize=4,
-                label="test set (evaluated after the epoch)")
+                label=f"{split} set (evaluated after the epoch)")
         ax.set_xlabel("epoch", fontsize=11)
         ax.set_ylabel(ylabel, fontsize=11)
         ax.set_title(title, fontsize=12)
@@ -346,11 +347,11 @@ def plot_curves(history, path=None):
     finals = [(e, a) for e, a in zip(epochs, column("test_acc")) if a == a]   # a == a: not NaN
     if finals:
         e, a = finals[-1]
-        ax_acc.annotate(f"final test accuracy\n{_pct(a)}", xy=(e, a), xycoords="data",
+        ax_acc.annotate(f"final {split} accuracy\n{_pct(a)}", xy=(e, a), xycoords="data",
                         xytext=(0.97, 0.42), textcoords="axes fraction", ha="right", va="center",
                         fontsize=11, fontweight="bold", color="tab:orange",
                         arrowprops=dict(arrowstyle="->", color="tab:orange"))
-    fig.suptitle("Training and test curves", fontsize=14)
+    fig.suptitle(f"Training and {split} curves", fontsize=14)
     return _save(fig, path)
 
 
@@ -419,19 +420,20 @@ def _class_name(classes, i):
 
 
 def plot_misclassified(images, labels, preds, confidences, classes, path=None, max_images=25,
-                       mean=None, std=None):
+                       mean=None, std=None, split="test"):
     """A gallery of misclassified images, 5 per row, each titled with true and predicted class.
 
     images: uint8 (N, 3, 32, 32), the raw misclassified images in order (a float batch is
     de-normalised with mean/std, the ones it was normalised with, which must then be given);
     labels, preds: int (N,); confidences: float (N,) in [0, 1], the softmax probability of the
     predicted class. Shows the first max_images. N == 0 gives a figure that says so.
+    split: what the held-out images are, for the labels: "test" or "validation" (data.Cifar10).
     """
-    title = "Misclassified test images"
+    title = f"Misclassified {split} images"
     labels, preds = _cpu(labels).flatten().tolist(), _cpu(preds).flatten().tolist()
     total = len(labels)
     if total == 0:
-        return _message_figure("No misclassified test images", title, path)
+        return _message_figure(f"No misclassified {split} images", title, path)
     shown = min(total, max_images)
     pictures = _images_hwc(_cpu(images)[:shown], mean, std)
     confidences = _cpu(confidences, torch.float32).flatten().tolist()
@@ -460,7 +462,7 @@ def _cam_overlay(picture, cam, alpha):
 
 
 def plot_gradcam(images, cams_pred, cams_true, labels, preds, classes, path=None, alpha=0.5,
-                 layer="layer3", max_images=10, mean=None, std=None):
+                 layer="layer3", max_images=10, mean=None, std=None, split="test"):
     """Grad-CAM of misclassified images: the image, the map for the predicted class, the map for
     the true class, one row per image (the first max_images).
 
@@ -468,12 +470,13 @@ def plot_gradcam(images, cams_pred, cams_true, labels, preds, classes, path=None
     then be given); cams_pred, cams_true: float (N, h, w) in [0, 1] (upsampled bilinearly to the
     image size if smaller); labels, preds: int (N,). alpha: weight of the heat map in the blend.
     layer: the layer the maps come from, for the title.
+    split: what the held-out images are, for the labels: "test" or "validation" (data.Cifar10).
     """
-    title = f"Grad-CAM on misclassified test images ({layer})"
+    title = f"Grad-CAM on misclassified {split} images ({layer})"
     labels, preds = _cpu(labels).flatten().tolist(), _cpu(preds).flatten().tolist()
     n = min(len(labels), max_images)
     if n == 0:
-        return _message_figure("No misclassified test images to explain", title, path)
+        return _message_figure(f"No misclassified {split} images to explain", title, path)
     import matplotlib
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -507,10 +510,11 @@ def plot_gradcam(images, cams_pred, cams_true, labels, preds, classes, path=None
     return _save(fig, path)
 
 
-def plot_confusion(confusion, classes, path=None):
+def plot_confusion(confusion, classes, path=None, split="test"):
     """The confusion matrix as a heat map with the count in every cell.
 
     confusion: int (C, C), rows = true class, columns = predicted class (see confusion_matrix).
+    split: what the held-out images are, for the labels: "test" or "validation" (data.Cifar10).
     """
     confusion = _cpu(confusion, torch.int64)
     c = confusion.shape[0]
@@ -534,7 +538,7 @@ def plot_confusion(confusion, classes, path=None):
     ax.set_xlabel("predicted class", fontsize=11)
     ax.set_ylabel("true class", fontsize=11)
     bar = fig.colorbar(image, ax=ax, shrink=0.85)
-    bar.set_label("number of test images", fontsize=10)
-    ax.set_title(f"Confusion matrix (test set, accuracy {_pct(accuracy)})\n"
+    bar.set_label(f"number of {split} images", fontsize=10)
+    ax.set_title(f"Confusion matrix ({split} set, accuracy {_pct(accuracy)})\n"
                  "diagonal = correct; row = true class, column = predicted", fontsize=12)
     return _save(fig, path)

@@ -156,13 +156,42 @@ def test_the_cache_is_used_and_a_broken_cache_is_rebuilt(tmp_path, monkeypatch):
     first = data.load_cifar10(tmp_path, download=False)
     assert (tmp_path / data.CACHE_NAME).exists()
     # With the cache in place the batch files are not read again.
-    monkeypatch.setattr(data, "read_batch", lambda p: (_ for _ in ()).throw(AssertionError("read")))
+    monkeypatch.setattr(data, "_read_batch_and_label", lambda p: (_ for _ in ()).throw(AssertionError("read")))
     second = data.load_cifar10(tmp_path, download=False)
     assert torch.equal(first.train_images, second.train_images) and second.classes == first.classes
     monkeypatch.undo()
     (tmp_path / data.CACHE_NAME).write_bytes(b"broken")
     third = data.load_cifar10(tmp_path, download=False)
     assert torch.equal(first.test_images, third.test_images)
+
+
+def label_test_batch(root, batch_label):
+    """Rewrite root's test_batch with this 'batch_label', as ../shared/data/cifar10_jpeg.py writes
+    its validation split (str keys, pickle protocol 2)."""
+    path = os.path.join(root, "cifar-10-batches-py", "test_batch")
+    images, labels = data.read_batch(path)
+    with open(path, "wb") as f:
+        pickle.dump({"batch_label": batch_label, "labels": labels.tolist(), "data": images.reshape(-1, 3072).numpy()},
+                    f, protocol=2)
+
+
+@pytest.mark.parametrize("batch_label, split", [("validation split", "validation"), ("testing batch 1 of 1", "test"),
+                                                (b"Validation split", "validation")])
+def test_the_held_out_images_are_named_by_the_test_batchs_label(tmp_path, batch_label, split):
+    """Figures measured on a validation split must not be called test figures (issue 10)."""
+    write_cifar_folder(tmp_path, n_per_batch=3)
+    label_test_batch(tmp_path, batch_label)
+    assert data.load_cifar10(tmp_path, download=False).eval_split == split
+    assert data.load_cifar10(tmp_path, download=False).eval_split == split       # from the cache
+
+
+def test_a_cache_without_the_split_name_is_rebuilt_from_the_files(tmp_path):
+    write_cifar_folder(tmp_path, n_per_batch=3)
+    label_test_batch(tmp_path, "validation split")
+    d = data.load_cifar10(tmp_path, download=False, cache=False)
+    old = {k: v for k, v in d._asdict().items() if k != "eval_split"}      # as an earlier version wrote it
+    torch.save({**old, "classes": list(d.classes)}, tmp_path / data.CACHE_NAME)
+    assert data.load_cifar10(tmp_path, download=False).eval_split == "validation"
 
 
 # ----------------------------------------------------------------------------------------------

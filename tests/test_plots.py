@@ -307,3 +307,31 @@ def test_plot_lr_schedule_says_when_lrmax_falls_between_two_steps(tmp_path):
     # When a step does use LRMAX, the label is plain.
     fig = utils.plot_lr_schedule([0.01, 0.1, 0.05, 0.01], 2, lr_max=0.1)
     assert "LRMAX = 0.1 at epoch 1" in [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def all_text(fig):
+    """Every string a viewer can read in fig: titles, labels, legends, annotations, colour bars."""
+    texts = [fig.get_suptitle()] + [t.get_text() for t in fig.texts]
+    for legend in fig.legends:
+        texts += [t.get_text() for t in legend.get_texts()]
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()] + [t.get_text() for t in ax.texts]
+        texts += [line.get_label() for line in ax.get_lines()]
+    return " | ".join(texts)
+
+
+def test_every_picture_names_a_validation_split_as_such():
+    """Run on cifar10_jpeg.py's split, the pictures say "validation", never "test" (issue 10)."""
+    images, labels, preds, confidences = fake_misclassified(3)
+    cams = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    figs = {"curves": utils.plot_curves(fake_history(3), split="validation"),
+            "no curves": utils.plot_curves([], split="validation"),
+            "gallery": utils.plot_misclassified(images, labels, preds, confidences, CLASSES, split="validation"),
+            "no gallery": utils.plot_misclassified(images[:0], labels[:0], preds[:0], confidences[:0], CLASSES,
+                                                   split="validation"),
+            "gradcam": utils.plot_gradcam(images, cams, cams, labels, preds, CLASSES, split="validation"),
+            "confusion": utils.plot_confusion(utils.confusion_matrix(labels, preds), CLASSES, split="validation")}
+    for name, fig in figs.items():
+        text = all_text(fig)
+        assert "validation" in text and "test" not in text.lower(), (name, text)
+    assert "final validation accuracy" in all_text(figs["curves"])

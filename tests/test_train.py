@@ -243,6 +243,28 @@ def test_a_short_synthetic_run_learns_and_writes_metrics_and_weights(tmp_path):
     assert ev["correct"] == r["test_correct"]
 
 
+def test_a_validation_split_is_reported_as_validation_everywhere(tmp_path, capsys, monkeypatch):
+    """On cifar10_jpeg.py's folder (test_batch labelled "validation split") the log lines, the
+    record and every picture name the held-out images "validation", --subset included."""
+    from cifar_files import write_cifar_folder
+    from test_data import label_test_batch
+    write_cifar_folder(tmp_path, n_per_batch=40)
+    label_test_batch(tmp_path, "validation split")
+    splits = {}
+    for name in ("plot_curves", "plot_misclassified", "plot_gradcam", "plot_confusion"):
+        real = getattr(train.utils, name)
+        monkeypatch.setattr(train.utils, name, lambda *a, _n=name, _f=real, **k: (splits.update({_n: k.get("split")}),
+                                                                                _f(*a, **k))[1])
+    real_data = {k: v for k, v in TINY.items() if not k.startswith("synthetic")}
+    r = train.main(**{**real_data, "plots": True}, data_dir=str(tmp_path), download=False, subset=128, epochs=1,
+                   lr_min=0.02, lr_max=0.2, out_dir=str(tmp_path / "out"))
+    out = capsys.readouterr().out
+    assert r["data"]["eval_split"] == "validation" and r["data"]["test_images"] == 40
+    assert "Validation set: Average loss" in out and "Test set" not in out
+    assert "40 validation images" in out and "validation accuracy" in out
+    assert splits == dict.fromkeys(splits, "validation") and len(splits) == 4
+
+
 def test_subset_keeps_the_first_n_images(tmp_path):
     r = train.main(**{**TINY, "synthetic_train": 600}, subset=192, epochs=1, lr_min=0.02, lr_max=0.2,
                    out_dir=str(tmp_path))
