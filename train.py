@@ -69,7 +69,8 @@ class Config:
     lr_test_end: float = opt(10.0, "last LR of the range test (grows exponentially from the first)")
     lr_backoff: float = opt(lr_finder.BACKOFF, "LRMAX = the LR at the first minimum of the smoothed loss / "
                             "lr_backoff (lr_finder.py; chosen on real CIFAR-10 images, see README)")
-    lr_min_factor: float = opt(lr_finder.MIN_FACTOR, "LRMIN = LRMAX / lr_min_factor (Smith: 10-20 for one cycle)")
+    lr_min_factor: float = opt(lr_finder.MIN_FACTOR, "LRMIN = LRMAX / lr_min_factor (Smith: 10-20 "
+                               "for one cycle; 20 trained best on real images, see README)")
     lr_rise: float = opt(lr_finder.RISE, "the range test's loss has turned up once its smoothed value is this "
                          "fraction above its lowest (0.05: 5 percent); later dips are ignored")
     # --- optimizer: SGD, mean cross-entropy loss
