@@ -54,6 +54,7 @@ def run_row(record, seed, out_dir) -> dict:
             "test_accuracy": record["test_accuracy"] if complete else None,
             "test_correct": record["test_correct"] if complete else None,
             "test_n": record["data"]["test_images"],
+            "eval_split": record["data"].get("eval_split", "test"),   # what "test" means here (data.py)
             "lr_min": record.get("lr_min"), "lr_max": record.get("lr_max"), "lr_source": record.get("lr_source"),
             "train_seconds": timings.get("train_seconds"), "lr_test_seconds": timings.get("lr_test_seconds"),
             "images_per_second": timings.get("images_per_second"),
@@ -75,6 +76,8 @@ def summarize(rows, seeds, config, code) -> dict:
         "status": "complete" if len(rows) == len(seeds) else "partial",
         "seeds": list(seeds), "runs_finished": len(rows), "runs_diverged": len(rows) - len(done),
         "test_accuracy": describe([r["test_accuracy"] for r in done]),
+        # "test", or "validation" when the runs evaluated on a validation split (data.py)
+        "eval_split": "/".join(sorted({r.get("eval_split", "test") for r in rows})) or "test",
         "pass_rates": [pass_rate(rows, t) for t in PASS_THRESHOLDS],
         "std_kind": "sample standard deviation (divided by n - 1)",
         "lr_max": describe([r["lr_max"] for r in rows if r["lr_max"] is not None]),
@@ -110,14 +113,16 @@ def _num(x, fmt):
 
 def format_table(summary) -> str:
     """The summary as text: one line per run, then the statistics and the pass rates."""
-    lines = [f"{'seed':>6} {'test acc':>9} {'correct':>12} {'LRMIN':>9} {'LRMAX':>9} {'train s':>8}  status"]
+    split = summary.get("eval_split", "test")
+    head = {"test": "test acc", "validation": "val acc"}.get(split, "acc")
+    lines = [f"{'seed':>6} {head:>9} {'correct':>12} {'LRMIN':>9} {'LRMAX':>9} {'train s':>8}  status"]
     for r in summary["runs"]:
         correct = "-" if r["test_correct"] is None else f"{r['test_correct']}/{r['test_n']}"
         lines.append(f"{r['seed']:>6} {_num(r['test_accuracy'], '8.2f')}% {correct:>12} "
                      f"{_num(r['lr_min'], '9.4g')} {_num(r['lr_max'], '9.4g')} "
                      f"{_num(r['train_seconds'], '8.1f')}  {r['status']}")
     a = summary["test_accuracy"]
-    lines.append(f"test accuracy over {a['n']} complete run(s) of {len(summary['seeds'])} planned: "
+    lines.append(f"{split} accuracy over {a['n']} complete run(s) of {len(summary['seeds'])} planned: "
                  + (f"mean {a['mean']:.2f}%, std {_num(a['std'], '.2f')} (sample), min {a['min']:.2f}%, "
                     f"median {a['median']:.2f}%, max {a['max']:.2f}%" if a["n"] else "none"))
     lines.append("; ".join(f"reached {p['threshold']}%: {p['passed']}/{p['runs']}"
@@ -136,8 +141,9 @@ def plot_accuracies(summary, path=None):
     so a reader sees the spread and any outlier that the mean and std hide."""
     import utils
     done = [r for r in summary["runs"] if r["status"] == "complete"]
+    split = summary.get("eval_split", "test")
     if not done:
-        return utils._message_figure("No complete run yet", "Test accuracy per seed", path)
+        return utils._message_figure("No complete run yet", f"{split.capitalize()} accuracy per seed", path)
     fig = utils._figure((7, 3.5))
     ax = fig.add_subplot()
     ax.plot([r["seed"] for r in done], [r["test_accuracy"] for r in done], "o", label="one run")
@@ -149,8 +155,8 @@ def plot_accuracies(summary, path=None):
     ax.set_xlabel("seed")
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))        # seeds are whole numbers
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"{split} accuracy (%)")
     std = "" if a["std"] is None else f", std {a['std']:.2f} (sample)"
-    ax.set_title(f"Test accuracy of {a['n']} run(s): median {a['median']:.2f}%{std}")
+    ax.set_title(f"{split.capitalize()} accuracy of {a['n']} run(s): median {a['median']:.2f}%{std}")
     ax.legend(fontsize=8, loc="best")
     return utils._save(fig, path)

@@ -17,8 +17,9 @@ TINY = dict(synthetic=True, synthetic_train=128, synthetic_test=64, width=4, bat
             progress=False, plots=False)
 
 
-def row(seed, correct, n=10000, status="complete"):
-    record = {"status": status, "data": {"test_images": n}, "lr_min": 0.01 * (seed + 1), "lr_max": 0.1 * (seed + 1),
+def row(seed, correct, n=10000, status="complete", eval_split=None):
+    data = {"test_images": n} if eval_split is None else {"test_images": n, "eval_split": eval_split}
+    record = {"status": status, "data": data, "lr_min": 0.01 * (seed + 1), "lr_max": 0.1 * (seed + 1),
               "timings": {"train_seconds": 10.0 + seed},
               "runtime": {"device": "cpu", "precision": "fp32", "cpu": "a CPU", "torch": "2.x"},
               "code": {"git_commit": "abc", "git_dirty": False}}
@@ -49,6 +50,22 @@ def test_statistics_match_hand_computation():
     table = series.format_table(s)
     assert "mean 93.38%" in table and "median 93.45%" in table and "reached 93%: 3/5" in table
     assert "reached 94%: 1/5" in table and "1 run(s) diverged" in table
+
+
+def test_a_series_on_a_validation_split_says_validation_not_test():
+    """The table and accuracies.png name what the runs evaluated on (issue 10); records written
+    before the split was recorded count as test runs."""
+    code = {"git_commit": None, "git_dirty": None}
+    s = series.summarize([row(0, 9012, eval_split="validation"), row(1, 8990, eval_split="validation")],
+                         range(2), config={}, code=code)
+    table = series.format_table(s)
+    assert s["eval_split"] == "validation" and "validation accuracy over 2" in table and "val acc" in table
+    assert "test acc" not in table
+    fig = series.plot_accuracies(s)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "validation accuracy (%)" and ax.get_title().startswith("Validation accuracy")
+    old = series.summarize([row(0, 9012)], range(1), config={}, code=code)
+    assert old["eval_split"] == "test" and "test accuracy over 1" in series.format_table(old)
 
 
 def test_pass_rate_boundary_and_small_series():
