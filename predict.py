@@ -376,7 +376,8 @@ def explain(model, predictions, out_dir, cam_class=None, layer=train.Config.grad
 def evaluate_tta(model, data_dir="./data", download=True, precision="auto", batch_size=1000) -> dict:
     """The accuracy and loss on the test_batch of data_dir, without and with flip TTA, computed
     by train.evaluate exactly as a training run evaluates. Returns {"plain": {...}, "tta": {...},
-    "n": images, "gain_points": tta accuracy - plain accuracy}."""
+    "n": images, "split": "test" or "validation" (data.Cifar10.eval_split), "gain_points": tta
+    accuracy - plain accuracy}."""
     d = cifar.load_cifar10(data_dir, download=download)
     rt = _runtime(model, precision)
     loader = cifar.DeviceLoader(d.test_images, d.test_labels, batch_size, train=False, device=rt.device)

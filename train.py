@@ -70,7 +70,7 @@ class Config:
     lr_backoff: float = opt(lr_finder.BACKOFF, "LRMAX = the LR at the first minimum of the smoothed loss / "
                             "lr_backoff (lr_finder.py; chosen on real CIFAR-10 images, see README)")
     lr_min_factor: float = opt(lr_finder.MIN_FACTOR, "LRMIN = LRMAX / lr_min_factor (Smith: 10-20 "
-                               "for one cycle; 20 trained best on real images, see README)")
+                               "for one cycle; 20 trained better than 10 on real images, see README)")
     lr_rise: float = opt(lr_finder.RISE, "the range test's loss has turned up once its smoothed value is this "
                          "fraction above its lowest (0.05: 5 percent); later dips are ignored")
     # --- optimizer: SGD, mean cross-entropy loss

@@ -106,19 +106,28 @@ def main(argv=None):
             continue
         plots = name == plan[0][0]                   # the pictures of the plan's first run only
         t = time.perf_counter()
-        record = train.main(**common, **overrides, plots=plots, out_dir=os.path.join(args.out, name))
+        out_dir = os.path.join(args.out, name)
+        try:
+            record = train.main(**{**common, "plots": plots, **overrides, "out_dir": out_dir})
+        except train.Diverged as e:          # a failure of that LR, not of the plan: go on
+            print(f"=== {name}: diverged ({e})")
+            with open(os.path.join(out_dir, "metrics.json")) as f:
+                record = json.load(f)
         seconds = time.perf_counter() - t
         longest = max(longest, seconds)
         rows.append(summarize(name, overrides, record, seconds))
-        utils.atomic_write_json({"data": "validation split of JPEG-compressed CIFAR-10 training images "
-                                         "(cifar10_jpeg.py: 40,000 train / 10,000 validation)",
+        utils.atomic_write_json({"data": f"{record['data']['train_images']:,} training images, "
+                                         f"{record['data']['test_images']:,} {record['data']['eval_split']} "
+                                         f"images ({record['data']['source']}, {args.data_dir})",
                                  "command": " ".join(sys.argv), "runs": rows},
                                 os.path.join(args.out, "results.json"))
+        acc = "diverged" if record.get("test_accuracy") is None else f"{record['test_accuracy']:.2f}%"
         print(f"=== {name}: LRMAX {record['lr_max']:.4g} LRMIN {record['lr_min']:.4g} -> "
-              f"{record['test_accuracy']:.2f}% validation, {seconds:.0f} s", flush=True)
+              f"{acc} {record['data']['eval_split']}, {seconds:.0f} s", flush=True)
     print("\nname                 seed  LRMAX    LRMIN     val acc   s")
     for r in rows:
-        print(f"{r['name']:<20} {r['seed']:>4}  {r['lr_max']:<8.4g} {r['lr_min']:<9.4g} {r['val_accuracy']:>6.2f}%  "
+        acc = "  diverged" if r["val_accuracy"] is None else f"{r['val_accuracy']:>6.2f}%"
+        print(f"{r['name']:<20} {r['seed']:>4}  {r['lr_max']:<8.4g} {r['lr_min']:<9.4g} {acc}  "
               f"{r['wall_seconds']:.0f}")
 
 

@@ -24,7 +24,8 @@ def main():
     p.add_argument("--n", type=int, default=8, help="how many images")
     p.add_argument("--start", type=int, default=0, help="index of the first image in the test_batch")
     p.add_argument("--layers", default="layer3,layer2,layer1", help="comma-separated layer names")
-    p.add_argument("--title", default="test images", help="what the images are, for the title")
+    p.add_argument("--title", default=None, help="what the images are, for the title "
+                   "(default: 'test images', or 'validation images' on a validation split)")
     p.add_argument("--out", default="gradcam_layers.png")
     a = p.parse_args()
     try:
@@ -54,7 +55,8 @@ def main():
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"Grad-CAM for the predicted class at {', '.join(layers)}: {a.title}", fontsize=10)
+    what = a.title or f"{d.eval_split} images"
+    fig.suptitle(f"Grad-CAM for the predicted class at {', '.join(layers)}: {what}", fontsize=10)
     utils._save(fig, a.out)
     print(f"wrote {a.out}")
 

@@ -166,23 +166,32 @@ def test_the_cache_is_used_and_a_broken_cache_is_rebuilt(tmp_path, monkeypatch):
 
 
 def label_test_batch(root, batch_label):
-    """Rewrite root's test_batch with this 'batch_label', as ../shared/data/cifar10_jpeg.py writes
-    its validation split (str keys, pickle protocol 2)."""
+    """Rewrite root's test_batch with this 'batch_label' (None: without one), as
+    ../shared/data/cifar10_jpeg.py writes its validation split (str keys, pickle protocol 2)."""
     path = os.path.join(root, "cifar-10-batches-py", "test_batch")
     images, labels = data.read_batch(path)
+    batch = {"labels": labels.tolist(), "data": images.reshape(-1, 3072).numpy()}
+    if batch_label is not None:
+        batch["batch_label"] = batch_label
     with open(path, "wb") as f:
-        pickle.dump({"batch_label": batch_label, "labels": labels.tolist(), "data": images.reshape(-1, 3072).numpy()},
-                    f, protocol=2)
+        pickle.dump(batch, f, protocol=2)
 
 
-@pytest.mark.parametrize("batch_label, split", [("validation split", "validation"), ("testing batch 1 of 1", "test"),
-                                                (b"Validation split", "validation")])
-def test_the_held_out_images_are_named_by_the_test_batchs_label(tmp_path, batch_label, split):
-    """Figures measured on a validation split must not be called test figures (issue 10)."""
+@pytest.mark.parametrize("first, second", [("validation split", "testing batch 1 of 1"),
+                                           ("testing batch 1 of 1", b"Validation split"), (None, "validation split")])
+def test_the_held_out_images_are_named_by_the_test_batchs_label(tmp_path, monkeypatch, first, second):
+    """Figures measured on a validation split must not be called test figures (issue 10). Each
+    case relabels the same folder, so a loader that ignored the label would fail one of the two."""
+    want = {None: "test", "testing batch 1 of 1": "test", "validation split": "validation",
+            b"Validation split": "validation"}
     write_cifar_folder(tmp_path, n_per_batch=3)
-    label_test_batch(tmp_path, batch_label)
-    assert data.load_cifar10(tmp_path, download=False).eval_split == split
-    assert data.load_cifar10(tmp_path, download=False).eval_split == split       # from the cache
+    for batch_label in (first, second):
+        label_test_batch(tmp_path, batch_label)          # None: no 'batch_label' key at all
+        assert data.load_cifar10(tmp_path, download=False, cache=False).eval_split == want[batch_label]
+    d = data.load_cifar10(tmp_path, download=False)       # writes the cache
+    with monkeypatch.context() as m:                       # read back from the cache alone
+        m.setattr(data, "_read_batch_and_label", lambda p: (_ for _ in ()).throw(AssertionError("read")))
+        assert data.load_cifar10(tmp_path, download=False).eval_split == d.eval_split == want[second]
 
 
 def test_a_cache_without_the_split_name_is_rebuilt_from_the_files(tmp_path):
@@ -192,6 +201,7 @@ def test_a_cache_without_the_split_name_is_rebuilt_from_the_files(tmp_path):
     old = {k: v for k, v in d._asdict().items() if k != "eval_split"}      # as an earlier version wrote it
     torch.save({**old, "classes": list(d.classes)}, tmp_path / data.CACHE_NAME)
     assert data.load_cifar10(tmp_path, download=False).eval_split == "validation"
+    assert torch.load(tmp_path / data.CACHE_NAME, weights_only=True)["eval_split"] == "validation"   # rewritten
 
 
 # ----------------------------------------------------------------------------------------------

@@ -239,6 +239,18 @@ def test_evaluate_prints_accuracy_without_and_with_tta(run, tmp_path, capsys):
         _, correct = _loss_and_correct(predict.logits(model, d.test_images, rt, tta), d.test_labels)
         assert re.search(rf"{label}: +accuracy {100 * correct / 6:.2f}% \({correct}/6\)", out), out
     assert "flip TTA gain" in out
+    assert "6 test images" in out
+
+
+def test_evaluate_names_a_validation_split(run, tmp_path, capsys):
+    from cifar_files import write_cifar_folder
+    from test_data import label_test_batch
+    write_cifar_folder(tmp_path, n_per_batch=6)
+    label_test_batch(tmp_path, "validation split")
+    assert predict.cli([run["model"], "--evaluate", "--data-dir", str(tmp_path), "--no-download",
+                        "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "6 validation images" in out and "test images" not in out
 
 
 # ----------------------------------------------------------------------------------------------
