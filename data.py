@@ -197,7 +197,9 @@ def load_cifar10(root="./data", download=True, cache=True) -> Cifar10:
         try:
             d = torch.load(cache_path, map_location="cpu", weights_only=True)
             return Cifar10(d["train_images"], d["train_labels"], d["test_images"], d["test_labels"],
-                           tuple(d["classes"]), d["eval_split"])     # a cache without it: rebuilt
+                           tuple(d["classes"]), d["eval_split"])
+        except KeyError:
+            pass                          # an earlier version's cache: rebuilt below (kept if the files are gone)
         except Exception:
             try:
                 os.remove(cache_path)     # a broken cache is only a cache: rebuild it from the files

@@ -200,6 +200,13 @@ def test_a_cache_without_the_split_name_is_rebuilt_from_the_files(tmp_path):
     d = data.load_cifar10(tmp_path, download=False, cache=False)
     old = {k: v for k, v in d._asdict().items() if k != "eval_split"}      # as an earlier version wrote it
     torch.save({**old, "classes": list(d.classes)}, tmp_path / data.CACHE_NAME)
+    # Without the files it cannot be rebuilt: a clear error, and the old cache is not deleted.
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.rename(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match="CIFAR-10 not found"):
+        data.load_cifar10(tmp_path, download=False)
+    assert (tmp_path / data.CACHE_NAME).exists()
+    (tmp_path / "elsewhere").rename(folder)
     assert data.load_cifar10(tmp_path, download=False).eval_split == "validation"
     assert torch.load(tmp_path / data.CACHE_NAME, weights_only=True)["eval_split"] == "validation"   # rewritten
 
