@@ -44,10 +44,6 @@ HOW_FITTED = {"crop": "central square resized to 32x32 (antialiased bilinear)",
 # ==============================================================================================
 # The weights
 
-def _first_line(e):
-    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-
-
 def load_model(path, width=None, device="cpu") -> CustomResNet:
     """CustomResNet with the weights of `path` (a model.pt of train.py), in eval mode.
 
@@ -57,15 +53,7 @@ def load_model(path, width=None, device="cpu") -> CustomResNet:
     """
     path = os.fspath(path)
     use = "give the model.pt that train.py wrote (in its --out-dir, ./out by default)"
-    if not os.path.exists(path):
-        raise UsageError(f"{path}: no such file; {use}")
-    if os.path.isdir(path):
-        raise UsageError(f"{path} is a folder; {use}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UsageError(f"{path}: not a readable weights file ({type(e).__name__}: {_first_line(e)}); "
-                         f"{use}") from None
+    state = utils.load_torch_file(path, path, "weights file", use)
     if isinstance(state, dict) and state.get("format") == train.CHECKPOINT_FORMAT:
         beside = os.path.join(os.path.dirname(path), "model.pt")
         raise UsageError(f"{path} is a training checkpoint (for python train.py --resume); give the "
@@ -116,9 +104,9 @@ def read_image(path):
     except UnidentifiedImageError:
         raise UsageError(f"{path}: not an image file Pillow can read; give a PNG or a JPEG") from None
     except OSError as e:
-        raise UsageError(f"{path}: cannot read the image ({e.strerror or _first_line(e)})") from None
+        raise UsageError(f"{path}: cannot read the image ({e.strerror or utils.first_line(e)})") from None
     except Exception as e:                             # e.g. Pillow's DecompressionBombError
-        raise UsageError(f"{path}: cannot read the image ({type(e).__name__}: {_first_line(e)})") from None
+        raise UsageError(f"{path}: cannot read the image ({type(e).__name__}: {utils.first_line(e)})") from None
 
 
 def to_rgb(im):

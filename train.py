@@ -383,14 +383,8 @@ def save_checkpoint(path, model, optimizer, scaler, loader, cfg, state):
 
 
 def read_checkpoint(path) -> dict:
-    if not os.path.isfile(path):
-        raise UsageError(f"--resume {path}: no such file. Give the checkpoint.pt of an earlier run.")
-    try:
-        # weights_only=True: tensors and plain containers only; nothing in the file can run code.
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UsageError(f"--resume {path}: not a readable checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]}).") from None
+    ckpt = utils.load_torch_file(path, f"--resume {path}", "checkpoint",
+                                 "give the checkpoint.pt of an earlier run")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UsageError(f"--resume {path}: not a checkpoint of this trainer (expected a "
                          f"checkpoint.pt written by train.py). To load bare weights, use model.pt.")

@@ -185,6 +185,27 @@ def _atomic_write(path, write):
         raise
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), for one-line errors."""
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+
+
+def load_torch_file(path, label, what, advice):
+    """torch.load(path) onto the CPU with weights_only=True: tensors and plain containers only,
+    nothing in the file can run code. A missing file, a folder or an unreadable file is a
+    UsageError: "<label>: no such file; <advice>" and the like (label names the file, e.g.
+    "--resume out/checkpoint.pt"; what is the kind of file expected, e.g. "checkpoint")."""
+    if not os.path.exists(path):
+        raise UsageError(f"{label}: no such file; {advice}")
+    if os.path.isdir(path):
+        raise UsageError(f"{label} is a folder; {advice}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # truncated, corrupted, not a torch file, or holding code: do not use it
+        raise UsageError(f"{label}: not a readable {what} ({type(e).__name__}: {first_line(e)}); "
+                         f"{advice}") from None
+
+
 def atomic_torch_save(obj, path):
     _atomic_write(path, lambda tmp: torch.save(obj, tmp))
 

@@ -96,6 +96,8 @@ def test_resume_refuses_a_changed_setting_but_allows_output_settings(tmp_path, m
 def test_resume_from_missing_garbage_or_foreign_files_is_refused(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         train.main(resume=str(tmp_path / "nope.pt"))
+    with pytest.raises(UsageError, match="is a folder; give the checkpoint.pt of an earlier run"):
+        train.main(resume=str(tmp_path))
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(os.urandom(2000))
     with pytest.raises(UsageError, match="not a readable checkpoint"):
