@@ -305,12 +305,12 @@ def plot_explanation(pred: Prediction, cams, classes, roles, layer, path=None, a
     import matplotlib
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    picture = utils._images_hwc(pred.image[None])[0]                          # (32, 32, 3)
-    fig = utils._figure((2.3 * (1 + len(classes)) + 1.0, 3.0))
+    picture = utils.images_hwc(pred.image[None])[0]                          # (32, 32, 3)
+    fig = utils.new_figure((2.3 * (1 + len(classes)) + 1.0, 3.0))
     axes = fig.subplots(1, 1 + len(classes))
     cells = [(picture, "what the model sees\n(32x32)")]
     for c, cam, role in zip(classes, cams, roles):
-        cells.append((utils._cam_overlay(picture, cam.clamp(0, 1).numpy(), alpha),
+        cells.append((utils.cam_overlay(picture, cam.clamp(0, 1).numpy(), alpha),
                       f"Grad-CAM: {cifar.CLASSES[c]}\n({role}, {100 * float(pred.probs[c]):.1f}%)"))
     for ax, (img, caption) in zip(axes, cells):
         ax.imshow(img, interpolation="nearest")
@@ -321,7 +321,7 @@ def plot_explanation(pred: Prediction, cams, classes, roles, layer, path=None, a
     fig.colorbar(colours, ax=axes, shrink=0.8, pad=0.03).set_label("Grad-CAM", fontsize=9)
     fig.suptitle(f"{os.path.basename(pred.name)}  [{pred.fitted}]\nGrad-CAM at {layer}; red = "
                  "what raised that class's score most", fontsize=10)
-    return utils._save(fig, path)
+    return utils.save_figure(fig, path)
 
 
 def _writable(folder):

@@ -143,8 +143,8 @@ def plot_accuracies(summary, path=None):
     done = [r for r in summary["runs"] if r["status"] == "complete"]
     split = summary.get("eval_split", "test")
     if not done:
-        return utils._message_figure("No complete run yet", f"{split.capitalize()} accuracy per seed", path)
-    fig = utils._figure((7, 3.5))
+        return utils.message_figure("No complete run yet", f"{split.capitalize()} accuracy per seed", path)
+    fig = utils.new_figure((7, 3.5))
     ax = fig.add_subplot()
     ax.plot([r["seed"] for r in done], [r["test_accuracy"] for r in done], "o", label="one run")
     a = summary["test_accuracy"]
@@ -159,4 +159,4 @@ def plot_accuracies(summary, path=None):
     std = "" if a["std"] is None else f", std {a['std']:.2f} (sample)"
     ax.set_title(f"{split.capitalize()} accuracy of {a['n']} run(s): median {a['median']:.2f}%{std}")
     ax.legend(fontsize=8, loc="best")
-    return utils._save(fig, path)
+    return utils.save_figure(fig, path)

@@ -265,7 +265,12 @@ def per_class_accuracy(confusion) -> list:
     return [100.0 * c / n if n else None for c, n in zip(correct, totals)]
 
 
-def _figure(figsize, **kwargs):
+def new_figure(figsize, **kwargs):
+    """A matplotlib Figure of `figsize` inches with the constrained layout, for every picture of
+    this project (train.py's report, predict.py's explanations, series.py's accuracies).
+
+    No pyplot and no display: the Figure draws on its own Agg canvas, works in a terminal, a
+    notebook or a test, and is garbage-collected when dropped. Save it with save_figure."""
     # matplotlib is imported here, not at the top: `import utils` (and so `import train`) must
     # work, and stay fast, where only torch is installed. Figure + its default Agg canvas needs
     # no display and no pyplot, and a figure that is dropped is garbage-collected.
@@ -273,8 +278,9 @@ def _figure(figsize, **kwargs):
     return Figure(figsize=figsize, layout="constrained", **kwargs)
 
 
-def _save(fig, path):
-    """Save fig as PNG (or the format of path's extension) when path is given; return fig."""
+def save_figure(fig, path):
+    """Save fig as PNG (or the format of path's extension) when path is given; return fig.
+    The file is written atomically: an interrupted save never leaves half a picture."""
     if path is not None:
         path = os.fspath(path)
         fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
@@ -282,14 +288,14 @@ def _save(fig, path):
     return fig
 
 
-def _message_figure(text, title, path, figsize=(6, 2.5)):
+def message_figure(text, title, path, figsize=(6, 2.5)):
     """A figure that says why there is nothing to plot (an empty plot would look like a bug)."""
-    fig = _figure(figsize)
+    fig = new_figure(figsize)
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14, transform=ax.transAxes)
     fig.suptitle(title, fontsize=13)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _cpu(x, dtype=None):
@@ -298,7 +304,7 @@ def _cpu(x, dtype=None):
     return x if dtype is None else x.to(dtype)
 
 
-def _images_hwc(images, mean=None, std=None):
+def images_hwc(images, mean=None, std=None):
     """(N, 3, H, W) images -> float numpy (N, H, W, 3) in 0..1, what imshow expects.
 
     uint8 images are divided by 255. Float images are taken to be normalised, x = (raw/255 - mean)
@@ -330,14 +336,14 @@ def plot_curves(history, path=None, split="test"):
     split: what the held-out images are, for the labels: "test" or "validation" (data.Cifar10).
     """
     if not history:
-        return _message_figure("No epochs recorded yet", f"Training and {split} curves", path)
+        return message_figure("No epochs recorded yet", f"Training and {split} curves", path)
 
     def column(key):
         return [float("nan") if h.get(key) is None else float(h[key]) for h in history]
 
     from matplotlib.ticker import MaxNLocator
     epochs = [int(h["epoch"]) for h in history]
-    fig = _figure((12, 4.6))
+    fig = new_figure((12, 4.6))
     ax_loss, ax_acc = fig.subplots(1, 2)
     panels = ((ax_loss, "loss", "loss (cross-entropy, mean per image)", "Loss (lower is better)"),
               (ax_acc, "acc", "accuracy (%)", "Accuracy (higher is better)"))
@@ -373,7 +379,7 @@ def plot_curves(history, path=None, split="test"):
                         fontsize=11, fontweight="bold", color="tab:orange",
                         arrowprops=dict(arrowstyle="->", color="tab:orange"))
     fig.suptitle(f"Training and {split} curves", fontsize=14)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lr_schedule(lrs, steps_per_epoch, path=None, lr_max=None):
@@ -389,7 +395,7 @@ def plot_lr_schedule(lrs, steps_per_epoch, path=None, lr_max=None):
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
     if not lrs:
-        return _message_figure("No optimizer steps recorded", title, path)
+        return message_figure("No optimizer steps recorded", title, path)
     import math
     from matplotlib.ticker import MaxNLocator
     spe = steps_per_epoch
@@ -402,7 +408,7 @@ def plot_lr_schedule(lrs, steps_per_epoch, path=None, lr_max=None):
         where = f"step {steps[i]}" if i == 0 else f"epoch {steps[i] / spe:.3g}, step {steps[i]}"
         return f"{lrs[i]:.3g} ({where})"
 
-    fig = _figure((10, 4.8))
+    fig = new_figure((10, 4.8))
     ax = fig.add_subplot()
     ax.plot(steps, lrs, "-", color="tab:blue", linewidth=2, label="learning rate", zorder=2)
     # Start and end go in the legend (their values sit at the bottom, where text would cross the
@@ -432,7 +438,7 @@ def plot_lr_schedule(lrs, steps_per_epoch, path=None, lr_max=None):
     epochs_axis.set_xlabel("epochs completed", fontsize=11)
     epochs_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title, fontsize=14)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _class_name(classes, i):
@@ -454,13 +460,13 @@ def plot_misclassified(images, labels, preds, confidences, classes, path=None, m
     labels, preds = _cpu(labels).flatten().tolist(), _cpu(preds).flatten().tolist()
     total = len(labels)
     if total == 0:
-        return _message_figure(f"No misclassified {split} images", title, path)
+        return message_figure(f"No misclassified {split} images", title, path)
     shown = min(total, max_images)
-    pictures = _images_hwc(_cpu(images)[:shown], mean, std)
+    pictures = images_hwc(_cpu(images)[:shown], mean, std)
     confidences = _cpu(confidences, torch.float32).flatten().tolist()
     cols = 5
     rows = -(-shown // cols)
-    fig = _figure((cols * 1.7, rows * 2.0 + 0.5))
+    fig = new_figure((cols * 1.7, rows * 2.0 + 0.5))
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     for k, ax in enumerate(axes):
         ax.set_axis_off()
@@ -472,11 +478,12 @@ def plot_misclassified(images, labels, preds, confidences, classes, path=None, m
                      fontsize=9)
     fig.suptitle(f"{title} ({shown} shown of {total})\n"
                  "pred (x%) = predicted class and its softmax probability", fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _cam_overlay(picture, cam, alpha):
-    """picture (H, W, 3) and cam (H, W), both in 0..1 -> (1 - alpha) picture + alpha jet(cam)."""
+def cam_overlay(picture, cam, alpha):
+    """picture (H, W, 3) and cam (H, W), both in 0..1 -> (1 - alpha) picture + alpha jet(cam),
+    (H, W, 3) in 0..1: a Grad-CAM map laid over its image, as plot_gradcam and predict.py draw it."""
     import matplotlib
     heat = matplotlib.colormaps["jet"](cam)[..., :3]                 # (H, W, 4) RGBA -> RGB
     return (1 - alpha) * picture + alpha * heat
@@ -497,11 +504,11 @@ def plot_gradcam(images, cams_pred, cams_true, labels, preds, classes, path=None
     labels, preds = _cpu(labels).flatten().tolist(), _cpu(preds).flatten().tolist()
     n = min(len(labels), max_images)
     if n == 0:
-        return _message_figure(f"No misclassified {split} images to explain", title, path)
+        return message_figure(f"No misclassified {split} images to explain", title, path)
     import matplotlib
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    pictures = _images_hwc(_cpu(images)[:n], mean, std)
+    pictures = images_hwc(_cpu(images)[:n], mean, std)
     size = pictures.shape[1:3]
 
     def prepare(cams):
@@ -512,13 +519,13 @@ def plot_gradcam(images, cams_pred, cams_true, labels, preds, classes, path=None
         return cams.clamp(0, 1).numpy()
 
     cams_pred, cams_true = prepare(cams_pred), prepare(cams_true)
-    fig = _figure((3 * 2.1 + 1.2, n * 2.1 + 0.6))
+    fig = new_figure((3 * 2.1 + 1.2, n * 2.1 + 0.6))
     axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         true, pred = _class_name(classes, labels[i]), _class_name(classes, preds[i])
         cells = ((pictures[i], f"true: {true}\npred: {pred}"),
-                 (_cam_overlay(pictures[i], cams_pred[i], alpha), f"Grad-CAM: {pred}\n(predicted)"),
-                 (_cam_overlay(pictures[i], cams_true[i], alpha), f"Grad-CAM: {true}\n(true)"))
+                 (cam_overlay(pictures[i], cams_pred[i], alpha), f"Grad-CAM: {pred}\n(predicted)"),
+                 (cam_overlay(pictures[i], cams_true[i], alpha), f"Grad-CAM: {true}\n(true)"))
         for ax, (picture, caption) in zip(axes[i], cells):
             ax.imshow(picture, interpolation="nearest")
             ax.set_title(caption, fontsize=9)
@@ -528,7 +535,7 @@ def plot_gradcam(images, cams_pred, cams_true, labels, preds, classes, path=None
     bar = fig.colorbar(colours, ax=axes, shrink=min(1.0, 3.0 / n), aspect=20, pad=0.04)
     bar.set_label("Grad-CAM (0 = none, 1 = max)", fontsize=10)
     fig.suptitle(f"{title}\nred = the regions that raised that class's score most", fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(confusion, classes, path=None, split="test"):
@@ -543,7 +550,7 @@ def plot_confusion(confusion, classes, path=None, split="test"):
     accuracy = 100.0 * int(confusion.diagonal().sum()) / total if total else float("nan")
     names = [_class_name(classes, i) for i in range(c)]
     counts = confusion.numpy()
-    fig = _figure((8.4, 7.2))
+    fig = new_figure((8.4, 7.2))
     ax = fig.add_subplot()
     image = ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(1, counts.max()))
     # White on the dark cells, black on the light ones, so every count can be read.
@@ -562,4 +569,4 @@ def plot_confusion(confusion, classes, path=None, split="test"):
     bar.set_label(f"number of {split} images", fontsize=10)
     ax.set_title(f"Confusion matrix ({split} set, accuracy {_pct(accuracy)})\n"
                  "diagonal = correct; row = true class, column = predicted", fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -38,9 +38,9 @@ def main():
     preds = predict.predict(model, images, precision="fp32")
     classes = [cifar.CLASSES.index(q.top[0][0]) for q in preds]
     rows = [(name, *predict.gradcam_maps(model, images, classes, name)) for name in layers]
-    pictures = utils._images_hwc(images)                                     # (n, 32, 32, 3)
+    pictures = utils.images_hwc(images)                                     # (n, 32, 32, 3)
 
-    fig = utils._figure((1.45 * a.n + 0.6, 1.55 * (1 + len(rows)) + 0.7))
+    fig = utils.new_figure((1.45 * a.n + 0.6, 1.55 * (1 + len(rows)) + 0.7))
     axes = fig.subplots(1 + len(rows), a.n, squeeze=False)
     for j in range(a.n):
         true, pred = cifar.CLASSES[int(labels[j])], cifar.CLASSES[classes[j]]
@@ -48,7 +48,7 @@ def main():
         axes[0, j].set_title(f"true: {true}\npred: {pred}" + ("" if true == pred else " (wrong)"),
                              fontsize=8)
         for i, (name, cams, size) in enumerate(rows, start=1):
-            axes[i, j].imshow(utils._cam_overlay(pictures[j], cams[j].numpy(), 0.5), interpolation="nearest")
+            axes[i, j].imshow(utils.cam_overlay(pictures[j], cams[j].numpy(), 0.5), interpolation="nearest")
     for i, (name, cams, size) in enumerate(rows, start=1):
         axes[i, 0].set_ylabel(f"{name}\n{size[0]}x{size[1]} map", fontsize=9)
     axes[0, 0].set_ylabel("image", fontsize=9)
@@ -57,7 +57,7 @@ def main():
         ax.set_yticks([])
     what = a.title or f"{d.eval_split} images"
     fig.suptitle(f"Grad-CAM for the predicted class at {', '.join(layers)}: {what}", fontsize=10)
-    utils._save(fig, a.out)
+    utils.save_figure(fig, a.out)
     print(f"wrote {a.out}")
 
 

@@ -191,11 +191,11 @@ def test_normalised_images_are_shown_like_raw_ones():
     mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
     normalised = (images.float() / 255 - mean) / std
-    raw = utils._images_hwc(images)
+    raw = utils.images_hwc(images)
     assert raw.shape == (3, 32, 32, 3)
-    assert abs(utils._images_hwc(normalised, CIFAR10_MEAN, CIFAR10_STD) - raw).max() < 1e-5
+    assert abs(utils.images_hwc(normalised, CIFAR10_MEAN, CIFAR10_STD) - raw).max() < 1e-5
     with pytest.raises(ValueError, match="mean and std"):    # the figure does not guess them
-        utils._images_hwc(normalised)
+        utils.images_hwc(normalised)
     fig = utils.plot_misclassified(normalised, *fake_misclassified(3)[1:], CLASSES, mean=CIFAR10_MEAN,
                                    std=CIFAR10_STD)
     assert abs(fig.axes[0].images[0].get_array() - raw[0]).max() < 1e-5
@@ -215,10 +215,10 @@ def test_cam_overlay_blend():
     import numpy as np
     picture = np.full((2, 2, 3), 0.5)
     cam = np.array([[0.0, 1.0], [0.25, 0.75]])
-    assert np.allclose(utils._cam_overlay(picture, cam, alpha=0.0), picture)
+    assert np.allclose(utils.cam_overlay(picture, cam, alpha=0.0), picture)
     jet = matplotlib.colormaps["jet"](cam)[..., :3]
-    assert np.allclose(utils._cam_overlay(picture, cam, alpha=1.0), jet)
-    assert np.allclose(utils._cam_overlay(picture, cam, alpha=0.3), 0.7 * picture + 0.3 * jet)
+    assert np.allclose(utils.cam_overlay(picture, cam, alpha=1.0), jet)
+    assert np.allclose(utils.cam_overlay(picture, cam, alpha=0.3), 0.7 * picture + 0.3 * jet)
 
 
 def test_plot_gradcam(tmp_path):

@@ -64,3 +64,25 @@ def test_requirements_dev_adds_every_tool_the_tests_import_to_the_run_time_requi
     installed = requirement_names("requirements.txt") | requirement_names("requirements-dev.txt")
     needed = third_party_imports_of_the_tests() | {"ipykernel"}    # the notebook test's kernel
     assert needed and needed <= installed, f"missing from requirements-dev.txt: {needed - installed}"
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    """A helper used across modules is part of its module's interface: it has a public name and
+    a docstring (STYLE.md, habit 10). So no module or docs script calls `utils._x`, `train._x`..."""
+    modules = {os.path.splitext(f)[0] for f in os.listdir(ROOT) if f.endswith(".py")}
+    scripts = [os.path.join(ROOT, f) for f in os.listdir(ROOT) if f.endswith(".py")]
+    scripts += [os.path.join(ROOT, "docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".py")]
+    reached = []
+    for path in scripts:
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        aliases = {a.asname or a.name: a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                   for a in node.names if a.name in modules}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in aliases and node.attr.startswith("_") and not node.attr.startswith("__")):
+                reached.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.value.id}.{node.attr}")
+    assert reached == []
+    import utils
+    for name in ("new_figure", "save_figure", "message_figure", "cam_overlay", "images_hwc"):
+        assert getattr(utils, name).__doc__, name
