@@ -1,5 +1,6 @@
-"""Train the custom ResNet on CIFAR-10: LR range test, one-cycle SGD, evaluation on the 10,000
-test images, plots, a metrics file, checkpoints.
+"""Train the custom ResNet on CIFAR-10: LR range test, one-cycle SGD, evaluation after every epoch
+on the data folder's test_batch (the 10,000 CIFAR-10 test images when downloaded), plots, a
+metrics file, checkpoints.
 
     python train.py                          # the full recipe (downloads CIFAR-10 to ./data)
     python train.py --synthetic --epochs 3 --width 16 --batch-size 128   # offline check, any CPU
@@ -36,70 +37,81 @@ from custom_resnet import CustomResNet
 from utils import UsageError
 
 
-def opt(default, help):
-    return field(default=default, metadata={"help": help})
+def opt(default, help, default_in_words=None):
+    """A Config field: its default, its --help text, and the default in words where the value
+    alone would not tell a reader what happens (None = found by the range test, 0 = all, ...)."""
+    return field(default=default, metadata={"help": help, "default_in_words": default_in_words})
 
 
 # ==============================================================================================
 # Hyperparameters: each is a keyword of main() and a flag (lr_max -> --lr-max). Defaults are the
 # recipe of docs/SPEC.md: 24 epochs at batch 512, one-cycle LR peaking at the end of epoch 5,
-# SGD with Nesterov momentum, LRMIN and LRMAX found by an LR range test.
+# SGD with Nesterov momentum, LRMIN and LRMAX found by an LR range test. The five sections are
+# the groups of `python train.py --help` (HELP_GROUPS names the first field of each).
 
 @dataclass
 class Config:
-    # --- I/O
-    data_dir: str = opt("./data", "folder with cifar-10-batches-py (downloaded there if missing)")
-    out_dir: str = opt("./out", "where metrics.json, model.pt, checkpoint.pt and the plots go")
-    download: bool = opt(True, "download CIFAR-10 when it is missing (--no-download forbids it)")
-    synthetic: bool = opt(False, "use offline synthetic data of CIFAR-10's shape instead of CIFAR-10")
-    synthetic_train: int = opt(2560, "number of synthetic training images (with --synthetic)")
-    synthetic_test: int = opt(1000, "number of synthetic test images (with --synthetic)")
-    subset: int = opt(0, "keep only the first N training and the first N test images; 0 = all")
-    resume: str = opt("", "path of a checkpoint.pt to continue from, exactly where it stopped")
-    # --- schedule (one cycle, per step; docs/SPEC.md section 2)
+    # --- recipe: schedule (one cycle, per step; docs/SPEC.md section 2), optimizer, model, seeds
     epochs: int = opt(24, "training epochs; at least peak_epoch")
     peak_epoch: Optional[float] = opt(None, "the LR rises linearly to LRMAX at the end of this epoch, then "
-                                      "falls; None = 5/24 of the epochs (5 of 24)")
+                                      "falls", "5/24 of the epochs: 5 of 24")
     batch_size: int = opt(512, "training images per step (the last incomplete batch is dropped)")
-    lr_min: Optional[float] = opt(None, "LRMIN, start and end of the cycle; None = found (LRMAX / lr_min_factor)")
-    lr_max: Optional[float] = opt(None, "LRMAX, the peak LR; None = found by the LR range test")
-    # --- LR range test (lr_finder.py); runs only when lr_max and lr_min are both None
-    lr_test_iters: int = opt(0, "steps of the range test; 0 = auto: one epoch's steps, clamped to 20..100")
-    lr_test_start: float = opt(1e-3, "first LR of the range test")
-    lr_test_end: float = opt(10.0, "last LR of the range test (grows exponentially from the first)")
-    lr_backoff: float = opt(lr_finder.BACKOFF, "LRMAX = the LR at the first minimum of the smoothed loss / "
-                            "lr_backoff (lr_finder.py; chosen on real CIFAR-10 images, see README)")
-    lr_min_factor: float = opt(lr_finder.MIN_FACTOR, "LRMIN = LRMAX / lr_min_factor (Smith: 10-20 "
-                               "for one cycle; 20 trained better than 10 on real images, see README)")
-    lr_rise: float = opt(lr_finder.RISE, "the range test's loss has turned up once its smoothed value is this "
-                         "fraction above its lowest (0.05: 5 percent); later dips are ignored")
-    # --- optimizer: SGD, mean cross-entropy loss
+    lr_min: Optional[float] = opt(None, "LRMIN, start and end of the cycle (giving it skips the range test)",
+                                  "LRMAX / lr_min_factor")
+    lr_max: Optional[float] = opt(None, "LRMAX, the peak LR (giving it skips the range test)",
+                                  "found by the LR range test")
     momentum: float = opt(0.9, "SGD momentum")
     nesterov: bool = opt(True, "Nesterov momentum (--no-nesterov for heavy-ball)")
     weight_decay: float = opt(5e-4, "L2 weight decay on every parameter, as in Page's ResNet-9")
-    label_smoothing: float = opt(0.0, "label smoothing of the loss, 0 = none (Page's final version uses 0.2)")
-    # --- augmentation (training only): RandomCrop(32, padding=4) >> FlipLR >> Cutout
+    label_smoothing: float = opt(0.0, "label smoothing of the loss (Page's final version uses 0.2)", "0: none")
+    width: int = opt(64, "channels of the prep layer (64 = the specification; small for quick tests)")
+    seed: int = opt(0, "seed of the weights and the data order; CPU fp32 runs are bit-reproducible")
+    seeds: int = opt(1, "run the whole recipe (range test included) for seeds seed .. seed+N-1, each in "
+                     "<out_dir>/seed-<s>/, then write <out_dir>/summary.json; the same command again "
+                     "continues an interrupted series", "1: one run")
+    # --- LR range test (lr_finder.py); runs only when lr_max and lr_min are both None
+    lr_test_iters: int = opt(0, "steps of the range test", "0: auto, one epoch's steps clamped to 20..100")
+    lr_test_start: float = opt(1e-3, "first LR of the range test")
+    lr_test_end: float = opt(10.0, "last LR of the range test (grows exponentially from the first)")
+    lr_backoff: float = opt(lr_finder.BACKOFF, "LRMAX = the LR at the first minimum of the smoothed loss / "
+                            "lr_backoff (lr_finder.py; chosen on real CIFAR-10 images, docs/lr-rule.md)")
+    lr_min_factor: float = opt(lr_finder.MIN_FACTOR, "LRMIN = LRMAX / lr_min_factor (Smith: 10-20 "
+                               "for one cycle; 20 trained better than 10 on real images, docs/lr-rule.md)")
+    lr_rise: float = opt(lr_finder.RISE, "the range test's loss has turned up once its smoothed value is this "
+                         "fraction above its lowest (0.05: 5 percent); later dips are ignored")
+    # --- data and augmentation (training only: RandomCrop(32, padding=4) >> FlipLR >> Cutout)
+    data_dir: str = opt("./data", "folder with cifar-10-batches-py (downloaded there if missing)")
+    download: bool = opt(True, "download CIFAR-10 when it is missing (--no-download forbids it)")
+    synthetic: bool = opt(False, "use offline synthetic data of CIFAR-10's shape instead of CIFAR-10: "
+                          "checks the pipeline, says nothing about accuracy on CIFAR-10")
+    synthetic_train: int = opt(2560, "number of synthetic training images (with --synthetic)")
+    synthetic_test: int = opt(1000, "number of synthetic test images (with --synthetic)")
+    subset: int = opt(0, "keep only the first N training and the first N test images", "0: all")
     pad_mode: str = opt("reflect", "padding of the random crop: reflect (Page, airbench) or zeros (torchvision)")
     cutout: int = opt(8, "side of the Cutout square in pixels; 0 = no Cutout")
-    # --- model
-    width: int = opt(64, "channels of the prep layer (64 = the specification; small for quick tests)")
-    # --- evaluation and report
+    # --- output and reports
+    out_dir: str = opt("./out", "where metrics.json, model.pt, checkpoint.pt and the plots go")
+    resume: str = opt("", "path of a checkpoint.pt to continue from, exactly where it stopped",
+                      "none: a new run")
     tta: bool = opt(False, "flip test-time augmentation: evaluate on the mean of the logits of each image "
                     "and its mirror image (off in the specification's recipe)")
     gradcam_layer: str = opt("layer3", "where gradcam.png's maps are taken: prep (32x32), layer1 (16x16), "
                              "layer2 (8x8), layer3 (4x4), or a part inside them such as layer1.res")
-    # --- runtime
-    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps")
-    precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (auto: bf16 where supported, fp16 on older GPUs)")
-    compile: bool = opt(False, "torch.compile the model (compile time is reported separately)")
-    seed: int = opt(0, "seed of the weights and the data order; CPU fp32 runs are bit-reproducible")
-    seeds: int = opt(1, "run the whole recipe (range test included) for seeds seed .. seed+N-1, each in "
-                     "<out_dir>/seed-<s>/, then write <out_dir>/summary.json; the same command again "
-                     "continues an interrupted series")
     eval_batch_size: int = opt(1000, "test images per evaluation batch")
     log_every: int = opt(10, "read the running loss/accuracy from the device every N steps")
     plots: bool = opt(True, "save the plots at the end of the run (--no-plots skips them)")
     progress: bool = opt(True, "show a progress bar per epoch (--no-progress for plain logs)")
+    # --- device and precision
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps", "auto: CUDA, else MPS, else the CPU")
+    precision: str = opt("auto", "auto | fp32 | bf16 | fp16",
+                         "auto: bf16 where supported, fp16 with a grad scaler on older GPUs, else fp32")
+    compile: bool = opt(False, "torch.compile the model (compile time is reported separately)")
+
+
+# The groups of --help, each named by its first field in Config (the fields in between follow).
+HELP_GROUPS = {"epochs": "recipe", "lr_test_iters": "LR range test (runs when neither LR is given)",
+               "data_dir": "data and augmentation", "out_dir": "output and reports",
+               "device": "device and precision"}
 
 
 # Settings that a resumed run may change; every other one must match the checkpoint's.
@@ -733,24 +745,44 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}{hint}. See: python train.py --help\n")
 
 
+def default_in_words(f) -> str:
+    """The default of Config field f as --help shows it: the field's words where it has them,
+    on/off for a switch, else the value."""
+    if f.metadata.get("default_in_words"):
+        return f.metadata["default_in_words"]
+    if f.type is bool:
+        return "on" if f.default else "off"
+    return str(f.default)
+
+
+METAVARS = {"data_dir": "DIR", "out_dir": "DIR", "resume": "PATH", "lr_min": "LR", "lr_max": "LR",
+            "lr_test_start": "LR", "lr_test_end": "LR", "gradcam_layer": "LAYER"}
+EXAMPLES = f"""examples:
+  python train.py                                      # the recipe: range test, 24 epochs, report
+  python train.py --synthetic --epochs 3 --width 16 --batch-size 128
+                                                       # offline pipeline check in seconds; no accuracy claim
+  python train.py --seeds 5                            # seeds 0..4, then mean, std and pass rates
+  python train.py --lr-max 0.4                         # skip the range test; LRMIN = 0.4 / {lr_finder.MIN_FACTOR:g}
+  python train.py --data-dir DIR --no-download         # a cifar-10-batches-py folder you already have
+  python train.py --resume out/checkpoint.pt           # continue an interrupted run"""
+
+
 def parse_args(argv):
-    parser = _Parser(
-        prog="train.py", description=__doc__.split("\n\n")[0],
-        epilog="examples:\n  python train.py\n  python train.py --synthetic --epochs 3 --width 16 --batch-size 128\n"
-               "  python train.py --seeds 5\n"
-               "  python train.py --lr-max 0.4 --lr-min 0.04 --epochs 12 --peak-epoch 3\n"
-               "  python train.py --resume out/checkpoint.pt",
-        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = _Parser(prog="train.py", usage="python train.py [--flag VALUE ...]  (every flag below)",
+                     description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    group = parser
     for f in dataclasses.fields(Config):
+        if f.name in HELP_GROUPS:
+            group = parser.add_argument_group(HELP_GROUPS[f.name])
         flag = "--" + f.name.replace("_", "-")
-        kind = f.type if isinstance(f.type, type) else None
-        if f.type is bool or kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f.metadata["help"] + f" (default: {f.default})")
+        text = f"{f.metadata['help']} (default: {default_in_words(f)})"
+        if f.type is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
             convert = float if f.type in (Optional[float], float) else int if f.type is int else str
-            parser.add_argument(flag, type=convert, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                                help=f.metadata["help"] + f" (default: {f.default})")
+            metavar = METAVARS.get(f.name, {int: "N", float: "X", str: "NAME"}[convert])
+            group.add_argument(flag, type=convert, default=argparse.SUPPRESS, metavar=metavar, help=text)
     return vars(parser.parse_args(argv))
 
 

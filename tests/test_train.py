@@ -1,4 +1,5 @@
 """train.py: the one-cycle schedule against torch's OneCycleLR, the command line, and short runs."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -135,6 +136,33 @@ def test_help_lists_every_setting():
     assert out.returncode == 0
     for f in train.Config.__dataclass_fields__:
         assert "--" + f.replace("_", "-") in out.stdout, f
+
+
+def test_help_groups_every_setting_and_says_what_empty_defaults_mean():
+    out = run_cli("--help").stdout
+    heads = [line[:-1] for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert heads[1:] == ["recipe", "LR range test (runs when neither LR is given)", "data and augmentation",
+                         "output and reports", "device and precision", "examples"], heads
+    # every field in exactly one group, in Config's order: the groups are runs of fields
+    names = [f.name for f in dataclasses.fields(train.Config)]
+    assert names[0] in train.HELP_GROUPS and set(train.HELP_GROUPS) <= set(names)
+    flat = " ".join(out.split())
+    assert "(default: None)" not in flat and "(default: )" not in flat
+    assert "--lr-max LR LRMAX, the peak LR (giving it skips the range test) (default: found by the LR range test)" in flat
+    assert "--resume PATH" in flat and "(default: none: a new run)" in flat
+    assert "(default: on)" in flat and "(default: off)" in flat
+
+
+def test_help_examples_parse_and_match_the_defaults():
+    examples = run_cli("--help").stdout.split("examples:")[1]
+    commands = [line.split("#")[0].split()[2:] for line in examples.splitlines() if "python train.py" in line]
+    assert len(commands) >= 5
+    for argv in commands:
+        train.parse_args(argv)                    # SystemExit on a flag that no longer exists
+    # the LRMIN it promises for --lr-max 0.4 is the one a run would use
+    line = next(line for line in examples.splitlines() if "--lr-max 0.4" in line)
+    factor = float(line.split("/")[-1])
+    assert factor == train.Config.lr_min_factor
 
 
 def test_unknown_flag_is_one_clear_line():
