@@ -352,14 +352,15 @@ class DeviceLoader:
     normalised with the CIFAR-10 mean and std, in channels_last memory; y int64 (B,).
 
     train=True: each pass reshuffles and applies RandomCrop 32 after padding 4 >> FlipLR >>
-    Cutout 8x8, drawn per image; the last incomplete batch is dropped (as in Page's loader: every
+    Cutout 8x8, drawn per image (cutout_inside: the square always whole inside the image, as in
+    Page's cifar10-fast, instead of its centre anywhere and the square clipped); the last incomplete batch is dropped (as in Page's loader: every
     step then has the full batch for BatchNorm). train=False: fixed order, no augmentation,
     every image once. The draws of pass e are a function of (seed, e) only, so a run can be
     resumed at any epoch with the same data order (`loader.epoch` counts passes).
     """
 
     def __init__(self, images, labels, batch_size, *, train, device, seed=0, pad_mode="reflect",
-                 cutout=8, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+                 cutout=8, cutout_inside=False, mean=CIFAR10_MEAN, std=CIFAR10_STD):
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
         if pad_mode not in ("reflect", "zeros"):
@@ -371,7 +372,7 @@ class DeviceLoader:
         self.images = images.to(self.device)                       # uint8: 4x less memory than float
         self.labels = labels.to(self.device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
-        self.cutout = cutout
+        self.cutout, self.cutout_inside = cutout, cutout_inside
         # x_norm = (x/255 - mean)/std = x * scale + shift, per channel: (3,).
         std_t = torch.tensor(std, device=self.device)
         self.scale = 1 / (255 * std_t)
@@ -427,7 +428,10 @@ class DeviceLoader:
         order = torch.randperm(n, generator=g)
         dy, dx = torch.randint(0, 9, (2, n), generator=g)
         flip = torch.rand(n, generator=g) < 0.5
-        cy, cx = torch.randint(0, 32, (2, n), generator=g)
+        ## cutout_pixels spans centre - L//2 .. centre - L//2 + L - 1: inside 0..31 for these
+        ## centres. Drawn last, so the other draws are the same either way.
+        low, high = (self.cutout // 2, 32 - self.cutout + self.cutout // 2) if self.cutout_inside else (0, 31)
+        cy, cx = torch.randint(low, high + 1, (2, n), generator=g)
         draws = dict(order=order, dy=dy, dx=dx, flip=flip, cy=cy, cx=cx)
         return {k: v.to(self.device) for k, v in draws.items()}
 

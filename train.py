@@ -63,6 +63,8 @@ class Config:
     momentum: float = opt(0.9, "SGD momentum")
     nesterov: bool = opt(True, "Nesterov momentum (--no-nesterov for heavy-ball)")
     weight_decay: float = opt(5e-4, "L2 weight decay on every parameter, as in Page's ResNet-9")
+    bn_weight_decay: bool = opt(True, "weight decay on BatchNorm's scales and shifts too, as in Page's "
+                                "ResNet-9 (--no-bn-weight-decay: on the conv and FC weights only)")
     label_smoothing: float = opt(0.0, "label smoothing of the loss (Page's final version uses 0.2)", "0: none")
     width: int = opt(64, "channels of the prep layer (64 = the specification; small for quick tests)")
     seed: int = opt(0, "seed of the weights and the data order; CPU fp32 runs are bit-reproducible")
@@ -89,6 +91,9 @@ class Config:
     subset: int = opt(0, "keep only the first N training and the first N test images", "0: all")
     pad_mode: str = opt("reflect", "padding of the random crop: reflect (Page, airbench) or zeros (torchvision)")
     cutout: int = opt(8, "side of the Cutout square in pixels; 0 = no Cutout")
+    cutout_inside: bool = opt(False, "keep the Cutout square whole inside the image, always cutout^2 pixels "
+                              "(Page's cifar10-fast); off: its centre anywhere, the square clipped at the "
+                              "border (DeVries & Taylor)")
     # --- output and reports
     out_dir: str = opt("./out", "where metrics.json, model.pt, checkpoint.pt and the plots go")
     resume: str = opt("", "path of a checkpoint.pt to continue from, exactly where it stopped",
@@ -262,7 +267,13 @@ def build(cfg: Config, rt: utils.Runtime):
     model = CustomResNet(num_classes=10, width=cfg.width)
     # channels_last (NHWC): the layout the tensor cores and oneDNN convolutions run natively.
     model = model.to(rt.device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr_min or 0.0, momentum=cfg.momentum,
+    params = list(model.parameters())
+    if not cfg.bn_weight_decay:
+        ## BatchNorm's scale and shift (the only 1-D parameters: the convs and the FC have no bias)
+        ## set a channel's size, not its fit to the data: decaying them only shrinks activations.
+        params = [{"params": [p for p in params if p.ndim > 1]},
+                  {"params": [p for p in params if p.ndim == 1], "weight_decay": 0.0}]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr_min or 0.0, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     return model, optimizer, rt.grad_scaler()
 
@@ -568,7 +579,8 @@ def where_to_resume(saved):
 def run(cfg, rt, data, ckpt, record, paths, saved, log):
     """Loaders, model, LRs, the epoch loop, the weights and the report; fills `record`."""
     train_loader = cifar.DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, train=True,
-                                      device=rt.device, seed=cfg.seed, pad_mode=cfg.pad_mode, cutout=cfg.cutout)
+                                      device=rt.device, seed=cfg.seed, pad_mode=cfg.pad_mode, cutout=cfg.cutout,
+                                      cutout_inside=cfg.cutout_inside)
     test_loader = cifar.DeviceLoader(data.test_images, data.test_labels, cfg.eval_batch_size,
                                      train=False, device=rt.device)
     model, optimizer, scaler = build(cfg, rt)

@@ -271,6 +271,23 @@ def test_cutout_zeroes_one_8x8_square_clipped_at_the_borders():
     assert mask[3, 0:7, 26:32].all() and mask[4, 24:32, 0:6].all()
 
 
+@pytest.mark.parametrize("length", [8, 5, 1])
+def test_cutout_inside_keeps_the_whole_square_in_the_image_and_the_other_draws(length):
+    """cutout_inside (Page's variant): every centre lets the square lie whole in the image, so
+    every image loses exactly length^2 pixels, and every square position is drawn; the crop, flip
+    and order draws are those of the clipped variant."""
+    d = data.synthetic_cifar10(2000, 8)
+    inside = _loader(d.train_images, d.train_labels, train=True, cutout=length, cutout_inside=True).draws(0)
+    clipped = _loader(d.train_images, d.train_labels, train=True, cutout=length).draws(0)
+    for key in ("order", "dy", "dx", "flip"):
+        assert torch.equal(inside[key], clipped[key]), key
+    first = inside["cy"] - length // 2                                # the square's first row
+    assert first.min() == 0 and first.max() == 32 - length           # every position, none outside
+    pixels = data.cutout_pixels(inside["cy"], inside["cx"], length=length).flatten(1)   # (N, L * L)
+    assert all(len(set(p)) == length * length for p in pixels.tolist())
+    assert (clipped["cy"].min(), clipped["cy"].max()) == (0, 31)      # the clipped variant: anywhere
+
+
 def _loader(images, labels, **kw):
     return data.DeviceLoader(images, labels, kw.pop("batch_size", 4), device="cpu", **kw)
 

@@ -63,7 +63,7 @@ ELSEWHERE = {
 # 100 test images make evaluation batches of 48, 48 and 4.
 ALTERED = dict(synthetic=True, synthetic_train=136, synthetic_test=100, batch_size=32, eval_batch_size=48,
                epochs=3, peak_epoch=1.5, momentum=0.8, nesterov=False, weight_decay=1e-3, label_smoothing=0.1,
-               pad_mode="zeros", cutout=5, width=8, seed=7, log_every=3, device="cpu", precision="fp32",
+               pad_mode="zeros", cutout=5, cutout_inside=True, bn_weight_decay=False, width=8, seed=7, log_every=3, device="cpu", precision="fp32",
                progress=False, plots=True,
                lr_test_iters=6, lr_test_start=2e-3, lr_test_end=0.6, lr_backoff=3.0, lr_min_factor=7.0,
                lr_rise=0.2)
@@ -247,31 +247,43 @@ def test_the_download_is_tried_only_when_allowed(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # The model and the optimizer as built
 
-@wires("momentum", "nesterov", "weight_decay", "width", "lr_min")
-@pytest.mark.parametrize("settings", [{}, {k: ALTERED[k] for k in ("momentum", "nesterov", "weight_decay", "width")}])
+def weight_decay_of(model, optimizer):
+    """{parameter name: the weight decay its optimizer group applies}; every parameter in one group."""
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    assert len(group_of) == len(list(model.parameters())) == sum(len(g["params"]) for g in optimizer.param_groups)
+    return {name: group_of[id(p)]["weight_decay"] for name, p in model.named_parameters()}
+
+
+@wires("momentum", "nesterov", "weight_decay", "width", "lr_min", "bn_weight_decay")
+@pytest.mark.parametrize("settings", [{}, {k: ALTERED[k] for k in ("momentum", "nesterov", "weight_decay", "width",
+                                                                    "bn_weight_decay")}])
 def test_the_optimizer_and_model_are_built_with_the_given_settings(settings):
     cfg = train.make_config({"lr_min": 0.03, "lr_max": 0.3, **settings})
     model, optimizer, _ = train.build(cfg, utils.pick_runtime("cpu", "fp32"))
     assert type(optimizer) is torch.optim.SGD
     assert model.prep.conv.weight.shape[0] == cfg.width
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    assert len(params) == len(list(model.parameters())) and all(
-        a is b for a, b in zip(params, model.parameters()))
     for group in optimizer.param_groups:
-        assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (
-            cfg.momentum, cfg.nesterov, cfg.weight_decay)
+        assert (group["momentum"], group["nesterov"]) == (cfg.momentum, cfg.nesterov)
         assert group["lr"] == cfg.lr_min and not group["maximize"] and group["dampening"] == 0
+    decay = weight_decay_of(model, optimizer)
+    bn = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    for name, wd in decay.items():
+        is_bn = name.rsplit(".", 1)[0] in bn
+        assert wd == (0.0 if is_bn and not cfg.bn_weight_decay else cfg.weight_decay), name
+    assert sum(n.rsplit(".", 1)[0] in bn for n in decay) == 2 * len(bn) == 16   # weight and bias of 8 BNs
 
 
-@wires("momentum", "nesterov", "weight_decay", "width", "out_dir")
+@wires("momentum", "nesterov", "weight_decay", "width", "out_dir", "bn_weight_decay")
 def test_the_run_trains_the_optimizer_and_model_it_was_given(altered):
     record, spy, out = altered
     (model, optimizer), = spy.built
     for group in optimizer.param_groups:
-        assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.8, False, 1e-3)
+        assert (group["momentum"], group["nesterov"]) == (0.8, False)
+    decay = weight_decay_of(model, optimizer)
+    assert decay["prep.conv.weight"] == decay["fc.weight"] == 1e-3 and decay["prep.bn.weight"] == 0.0
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    for group in ckpt["optimizer"]["param_groups"]:
-        assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.8, False, 1e-3)
+    assert [(g["momentum"], g["nesterov"], g["weight_decay"]) for g in ckpt["optimizer"]["param_groups"]] == [
+        (0.8, False, 1e-3), (0.8, False, 0.0)]
     assert ckpt["config"]["width"] == 8 and ckpt["model"]["prep.conv.weight"].shape[0] == 8
     weights = torch.load(out / "model.pt", weights_only=True)
     assert all(torch.equal(weights[k], v.cpu()) for k, v in model.state_dict().items())
@@ -294,7 +306,7 @@ def test_the_lr_set_before_every_step_is_the_recorded_one_cycle_schedule(altered
     assert [h["lr"] for h in record["history"]] == [record["lr_schedule"][e * STEPS_PER_EPOCH - 1] for e in (1, 2, 3)]
 
 
-@wires("pad_mode", "cutout", "seed", "batch_size", "synthetic_train")
+@wires("pad_mode", "cutout", "cutout_inside", "seed", "batch_size", "synthetic_train")
 def test_the_training_batches_are_the_loaders_with_the_given_augmentation(altered):
     _, spy, _ = altered
     d = cifar.synthetic_cifar10(136, 100, seed=7)
@@ -304,13 +316,14 @@ def test_the_training_batches_are_the_loaders_with_the_given_augmentation(altere
                                     seed=kw.pop("seed", 7), **kw)
         return [b for _ in range(3) for b in loader]          # 3 passes, as 3 epochs
     # The range test ran first on its own draws: the training passes are still 0, 1, 2.
-    expected = batches(pad_mode="zeros", cutout=5)
+    expected = batches(pad_mode="zeros", cutout=5, cutout_inside=True)
     assert len(expected) == len(spy.steps)
     for (x, y), step in zip(expected, spy.steps):
         assert torch.equal(step["x"], x) and torch.equal(step["y"], y)
     # Each setting changes the batches, so the equality above pins it.
     first = spy.steps[0]["x"]
-    others = dict(pad_mode="reflect", cutout=5), dict(pad_mode="zeros", cutout=8), dict(pad_mode="zeros", cutout=5, seed=0)
+    others = (dict(pad_mode="reflect", cutout=5, cutout_inside=True), dict(pad_mode="zeros", cutout=8, cutout_inside=True),
+              dict(pad_mode="zeros", cutout=5, seed=0, cutout_inside=True), dict(pad_mode="zeros", cutout=5))
     for other in others:
         assert not torch.equal(batches(**other)[0][0], first), other
 
