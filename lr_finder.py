@@ -38,7 +38,7 @@ rises. With BatchNorm and weight decay the loss of a long test can fall a second
 LRs (the scale-invariant weights grow, so the effective step shrinks), and the global minimum
 then lies far beyond the turn: on 10,000 real CIFAR-10 images a 100-step test turned up at 0.46
 and had its global minimum at 8.3. Later dips are ignored.
-Why backoff 2 (measured, README "The LR rule on real images"): on real CIFAR-10 images the
+Why backoff 2 (measured, docs/lr-rule.md "The LR rule on real images"): on real CIFAR-10 images the
 first minimum was at 0.34-0.35 (seed 0 on a CPU: 40,000 images, 78 steps; 10,000 images, 20
 steps; on a GPU 0.17-0.40 over seeds 0-4, each seed drawing other augmented batches), and the
 recipe's shape trained at LRMAX 0.1 -> 74.5%, 0.2 -> 74.7%, 0.4 -> 71.1% (10,000 images, 8
@@ -81,7 +81,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 MODES = ("exp", "linear")
-# The rule's defaults (module docstring): chosen on real CIFAR-10 images, see README.md.
+# The rule's defaults (module docstring): chosen on real CIFAR-10 images, see docs/lr-rule.md.
 BACKOFF = 2.0       # LRMAX = LR at the first minimum / BACKOFF
 MIN_FACTOR = 20.0   # LRMIN = LRMAX / MIN_FACTOR
 RISE = 0.05         # the smoothed loss "turns up" once it is 5% above its lowest value so far

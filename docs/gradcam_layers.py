@@ -4,7 +4,7 @@
 
 Takes --n consecutive images of the data folder's test_batch from --start (no choosing), classifies them with
 the model (as predict.py does) and draws, for the predicted class, Grad-CAM at each --layers entry:
-one row per layer, one column per image. README.md shows the result this repository's default
+one row per layer, one column per image. docs/predict.md shows the result this repository's default
 (train.py's gradcam_layer) was chosen from.
 """
 import argparse

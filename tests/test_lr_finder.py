@@ -296,7 +296,7 @@ def test_pick_lrs_notes_and_edge_cases():
 
 
 def test_a_second_descent_after_the_loss_turned_up_is_ignored():
-    ## Shape measured on real CIFAR-10 images (10,000 images, 100 steps, README): the loss falls
+    ## Shape measured on real CIFAR-10 images (10,000 images, 100 steps, docs/lr-rule.md): the loss falls
     ## to a minimum near LR 0.3, rises ~9%, then falls again to a LOWER value near LR 8, where
     ## training at that LR fails. The pick must stay at the first minimum.
     lrs = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
