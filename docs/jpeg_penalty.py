@@ -1,0 +1,389 @@
+"""What the JPEG compression of our only full copy of CIFAR-10 costs the recipe, measured on pairs.
+
+    python docs/jpeg_penalty.py --out runs/jpeg_penalty              # small scale: every arm, resumable
+    python docs/jpeg_penalty.py --out runs/jpeg_penalty --report     # tables, fit and figure from the records
+    python docs/jpeg_penalty.py --scale full --out runs/jpeg_full    # a lent GPU: the 40,000/10,000 JPEG split
+
+The pictures (../shared/data): 5,000 CIFAR-10 training images as original, uncompressed pixels,
+and the public copy of the 50,000 stored as JPEG quality 75 (4:2:0). `cifar10_pairs.py` writes the
+5,000 twice, original and JPEG, with the same 4,000 / 1,000 stratified split, so two runs that
+differ only in the compression of their pictures can be paired by seed. Every accuracy here is on
+a VALIDATION split of CIFAR-10 training images, never on the official test set.
+
+Small scale (`--scale small`, the default), in this order, each run the full recipe of train.py
+(24 epochs, batch 512, peak at epoch 5) at --width:
+1. found:    the LRs found by the range test as main() finds them; original and JPEG, seeds 0..4.
+             Then each JPEG-trained model judged on the original validation images and the
+             reverse (predict.evaluate_tta, what `predict.py MODEL --evaluate` runs).
+2. fixed:    LRMAX = the median of the JPEG side's found LRMAX, LRMIN = LRMAX / 20, for both
+             sides, seeds 0..2: the data is the only variable.
+3. degraded: the JPEG copies re-encoded by Pillow at quality 50, 30 and 15 (4:2:0 as the copy
+             has it), fixed LRs, seeds 0..2. The fit of accuracy against the pixel error (mean
+             absolute difference from the original pixels, grey levels of 255) through the JPEG
+             points, extrapolated to error 0, is checked against the measured original point.
+
+Full scale (`--scale full`, needs a GPU: about 15 runs of 13 s on an H200): only JPEG copies exist
+of 45,000 of the images, so the original point is inferred: the default recipe (found LRs) on the
+40,000 / 10,000 JPEG split, seeds 0..2; then fixed LRs (median found LRMAX, / 20) on the JPEG
+copies and their re-encodings at 50, 30, 15, seeds 0..2; the same fit, extrapolated to error 0.
+The errors of the re-encodings are measured on the 5,000 pairs (the same operation on the same
+kind of pictures), since the originals of the rest are not here.
+
+Every run's metrics.json stays in --out/runs/<arm>-<data>/seed-<s>/; the command again continues
+(finished runs are kept, an interrupted one resumes from its checkpoint). --report writes
+--out/jpeg_penalty.json, prints the markdown tables and draws --out/jpeg_penalty.png.
+"""
+import argparse
+import io
+import json
+import math
+import os
+import pickle
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import data as cifar  # noqa: E402
+import train  # noqa: E402
+import utils  # noqa: E402
+
+QUALITIES = (50, 30, 15)            # re-encodings of the quality-75 copies
+BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+# ==============================================================================================
+# Data: the pairs, the re-encodings, their pixel errors
+
+def reencode(images, quality):
+    """uint8 (N, 3, 32, 32) -> the same pictures saved by Pillow as JPEG at `quality` with 4:2:0
+    chroma subsampling (as the public copy), decoded again."""
+    from PIL import Image
+    out = np.empty_like(images)
+    for i, im in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(im.transpose(1, 2, 0)).save(buf, "JPEG", quality=quality, subsampling=2)
+        out[i] = np.asarray(Image.open(buf).convert("RGB")).transpose(2, 0, 1)
+    return out
+
+
+def degrade_folder(src, dst, quality):
+    """Copy the cifar-10-batches-py folder `src` to `dst` with every image re-encoded."""
+    if os.path.exists(os.path.join(dst, "test_batch")):
+        return
+    tmp = dst + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name in BATCHES:
+        with open(os.path.join(src, name), "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        images = batch["data"].reshape(-1, 3, 32, 32)
+        batch["data"] = reencode(images, quality).reshape(len(images), 3072)
+        with open(os.path.join(tmp, name), "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    shutil.copy(os.path.join(src, "batches.meta"), tmp)
+    os.rename(tmp, dst)
+
+
+def folder_images(root):
+    """All images of a written folder, training batches then test_batch: uint8 (N, 3, 32, 32)."""
+    d = cifar.load_cifar10(root, download=False, cache=False)
+    return np.concatenate([d.train_images.numpy(), d.test_images.numpy()])
+
+
+def pixel_errors(pairs_dir):
+    """Mean absolute difference from the original pixels (grey levels of 255) and PSNR (dB) of
+    the JPEG copies and of each re-encoding, over all 5,000 pairs."""
+    original = folder_images(os.path.join(pairs_dir, "original")).astype(np.float64)
+    out = {"original": {"mae": 0.0, "psnr": None}}
+    for name in ["jpeg"] + [f"jpeg-q{q}" for q in QUALITIES]:
+        diff = folder_images(os.path.join(pairs_dir, name)).astype(np.float64) - original
+        out[name] = {"mae": float(np.abs(diff).mean()), "psnr": float(10 * np.log10(255**2 / (diff**2).mean()))}
+    return out
+
+
+def prepare(args):
+    """Write the folders of the chosen scale into --out/data; returns {data name: folder}."""
+    root = os.path.join(args.out, "data")
+    pairs = os.path.join(root, "pairs")
+    if not os.path.exists(os.path.join(pairs, "jpeg", "cifar-10-batches-py", "test_batch")):
+        subprocess.run([sys.executable, os.path.join(args.shared, "cifar10_pairs.py"), pairs], check=True)
+    for q in QUALITIES:                  # the pairs' re-encodings: the x axis of the fit at both scales
+        degrade_folder(os.path.join(pairs, "jpeg", "cifar-10-batches-py"),
+                       os.path.join(pairs, f"jpeg-q{q}", "cifar-10-batches-py"), q)
+    if args.scale == "small":
+        return {name: os.path.join(pairs, name) for name in ["original", "jpeg"] + [f"jpeg-q{q}" for q in QUALITIES]}
+    full = os.path.join(root, "full")
+    if not os.path.exists(os.path.join(full, "jpeg", "cifar-10-batches-py", "test_batch")):
+        subprocess.run([sys.executable, os.path.join(args.shared, "cifar10_jpeg.py"), os.path.join(full, "jpeg")],
+                       check=True)
+    for q in QUALITIES:
+        degrade_folder(os.path.join(full, "jpeg", "cifar-10-batches-py"),
+                       os.path.join(full, f"jpeg-q{q}", "cifar-10-batches-py"), q)
+    return {name: os.path.join(full, name) for name in ["jpeg"] + [f"jpeg-q{q}" for q in QUALITIES]}
+
+
+# ==============================================================================================
+# Runs
+
+def run_one(args, arm, data_name, folder, seed, lrs):
+    """train.main on `folder` (finished runs kept, interrupted ones resumed); -> its record."""
+    out_dir = os.path.join(args.out, "runs", f"{arm}-{data_name}", f"seed-{seed}")
+    metrics = os.path.join(out_dir, "metrics.json")
+    if os.path.exists(metrics):
+        with open(metrics) as f:
+            record = json.load(f)
+        if record["status"] in ("complete", "diverged"):
+            return record
+    settings = {"data_dir": folder, "download": False, "width": args.width, "seed": seed,
+                "out_dir": out_dir, "plots": False, "progress": False, **lrs, **json.loads(args.set)}
+    checkpoint = os.path.join(out_dir, "checkpoint.pt")
+    if os.path.exists(checkpoint):
+        settings = {"resume": checkpoint, "out_dir": out_dir, "progress": False, "plots": False}
+    t = time.perf_counter()
+    try:
+        record = train.main(**settings)
+    except train.Diverged:
+        with open(metrics) as f:
+            record = json.load(f)
+    acc = record.get("test_accuracy")
+    print(f"=== {arm} {data_name} seed {seed}: LRMAX {record['lr_max']:.4g} LRMIN {record['lr_min']:.4g} -> "
+          f"{'diverged' if acc is None else f'{acc:.2f}%'} {record['data']['eval_split']} "
+          f"({time.perf_counter() - t:.0f} s)", flush=True)
+    return record
+
+
+def cross_evaluate(args, folders, seeds):
+    """The found arm's models judged on the other side's validation images (plain and flip TTA)."""
+    import predict
+    path = os.path.join(args.out, "cross.json")
+    rows = json.load(open(path)) if os.path.exists(path) else []
+    done = {(r["trained_on"], r["seed"]) for r in rows}
+    for seed in seeds:
+        for trained_on, judged_on in (("jpeg", "original"), ("original", "jpeg")):
+            if (trained_on, seed) in done:
+                continue
+            model = predict.load_model(os.path.join(args.out, "runs", f"found-{trained_on}", f"seed-{seed}", "model.pt"))
+            r = predict.evaluate_tta(model, folders[judged_on], download=False)
+            rows.append({"trained_on": trained_on, "judged_on": judged_on, "seed": seed, "n": r["n"],
+                         "split": r["split"], "accuracy": r["plain"]["accuracy"], "tta_accuracy": r["tta"]["accuracy"]})
+            utils.atomic_write_json(rows, path)
+    return rows
+
+
+def fixed_lrs(records):
+    lr_max = statistics.median(r["lr_max"] for r in records)
+    return {"lr_max": lr_max, "lr_min": lr_max / train.Config.lr_min_factor}
+
+
+def run_plan(args):
+    folders = prepare(args)
+    if args.scale == "small":
+        seeds = range(args.seeds)
+        found = {}
+        for s in seeds:
+            for name in ("original", "jpeg"):
+                found[name, s] = run_one(args, "found", name, folders[name], s, {})
+        cross_evaluate(args, folders, seeds)
+        lrs = fixed_lrs([found["jpeg", s] for s in seeds])
+        sides = ["original", "jpeg"] + [f"jpeg-q{q}" for q in QUALITIES]
+    else:
+        seeds = range(args.fixed_seeds)
+        lrs = fixed_lrs([run_one(args, "found", "jpeg", folders["jpeg"], s, {}) for s in seeds])
+        sides = ["jpeg"] + [f"jpeg-q{q}" for q in QUALITIES]
+    print(f"fixed LRs: LRMAX {lrs['lr_max']:.4g}, LRMIN {lrs['lr_min']:.4g}", flush=True)
+    for s in range(args.fixed_seeds):              # by seed first: a cut plan stays balanced
+        for name in sides:
+            run_one(args, "fixed", name, folders[name], s, lrs)
+
+
+# ==============================================================================================
+# Statistics: paired differences, the degradation fit and its interval
+
+def t_quantile(p, df):
+    """The p-quantile of Student's t with df degrees of freedom (no scipy: the pdf integrated by
+    Simpson's rule, then bisection)."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def cdf(t):                          # 0.5 + integral of the pdf from 0 to t
+        n = 2000
+        h = t / n
+        f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
+        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+    lo, hi = 0.0, 100.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def paired(a, b):
+    """a and b: {seed: accuracy}; the statistics of each and of a - b over the seeds both have."""
+    seeds = sorted(set(a) & set(b))
+    d = [a[s] - b[s] for s in seeds]
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
+    return {"seeds": seeds, "a": describe([a[s] for s in seeds]), "b": describe([b[s] for s in seeds]),
+            "diff_mean": statistics.fmean(d) if d else None, "diff_se": se, "diffs": d}
+
+
+def describe(v):
+    return {"n": len(v), "mean": statistics.fmean(v) if v else None,
+            "std": statistics.stdev(v) if len(v) > 1 else None}
+
+
+def fit_at_zero(xs, ys, degree):
+    """Least squares polynomial of `degree` through the runs (x = pixel error, y = accuracy);
+    -> the fitted accuracy at x = 0 with its 95% confidence interval (t, n - degree - 1 df)."""
+    X = np.vander(np.asarray(xs, float), degree + 1, increasing=True)        # (n, degree + 1)
+    y = np.asarray(ys, float)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    dof = len(y) - degree - 1
+    resid = y - X @ coef
+    s2 = float(resid @ resid) / dof
+    cov = s2 * np.linalg.inv(X.T @ X)
+    se0 = math.sqrt(cov[0, 0])                                               # x = 0: the intercept
+    half = t_quantile(0.975, dof) * se0
+    return {"degree": degree, "coef": coef.tolist(), "at_zero": float(coef[0]), "se": se0,
+            "ci95": [float(coef[0] - half), float(coef[0] + half)], "dof": dof, "residual_std": math.sqrt(s2)}
+
+
+def load_records(out):
+    """{(arm, data name): {seed: record}} of every finished run under out/runs."""
+    runs = {}
+    base = os.path.join(out, "runs")
+    for cond in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        arm, name = cond.split("-", 1)
+        for seed_dir in sorted(os.listdir(os.path.join(base, cond))):
+            path = os.path.join(base, cond, seed_dir, "metrics.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    r = json.load(f)
+                if r["status"] == "complete":
+                    runs.setdefault((arm, name), {})[r["config"]["seed"]] = r
+    return runs
+
+
+def report(args):
+    runs = load_records(args.out)
+    acc = {k: {s: r["test_accuracy"] for s, r in v.items()} for k, v in runs.items()}
+    errors = pixel_errors(os.path.join(args.out, "data", "pairs"))
+    any_run = next(iter(next(iter(runs.values())).values()))
+    out = {"scale": args.scale, "date": time.strftime("%Y-%m-%d"), "hardware": any_run["runtime"],
+           "width": any_run["config"]["width"], "data": any_run["data"], "pixel_errors": errors,
+           "arms": {}, "runs": {f"{a}-{n}": {s: {"accuracy": r["test_accuracy"], "lr_max": r["lr_max"],
+                                                   "lr_min": r["lr_min"], "train_acc_last": r["history"][-1]["train_acc"],
+                                                   "test_loss_last": r["history"][-1]["test_loss"],
+                                                   "per_class": r["per_class_accuracy"],
+                                                   "train_seconds": r["timings"].get("train_seconds")}
+                                               for s, r in v.items()} for (a, n), v in runs.items()}}
+    lines = []
+    for arm in ("found", "fixed"):
+        if (arm, "original") in acc and (arm, "jpeg") in acc:
+            p = paired(acc[arm, "original"], acc[arm, "jpeg"])
+            out["arms"][arm] = p
+            lines.append(f"| {arm} | {len(p['seeds'])} | {p['a']['mean']:.2f} ± {p['a']['std'] or 0:.2f} | "
+                         f"{p['b']['mean']:.2f} ± {p['b']['std'] or 0:.2f} | {p['diff_mean']:+.2f} ± {p['diff_se'] or 0:.2f} |")
+    print("| LRs | seeds | original (mean ± std) | JPEG (mean ± std) | original - JPEG (± s.e.) |\n|---|---|---|---|---|")
+    print("\n".join(lines))
+    cross_path = os.path.join(args.out, "cross.json")
+    if os.path.exists(cross_path):
+        cross = json.load(open(cross_path))
+        out["cross"] = cross
+        print("\n| trained on | judged on | seeds | accuracy (mean ± std) | with flip TTA |\n|---|---|---|---|---|")
+        for side in ("original", "jpeg"):
+            for judged in ("original", "jpeg"):
+                if judged == side:
+                    v = [acc["found", side][s] for s in sorted(acc.get(("found", side), {}))]
+                    tta = None
+                else:
+                    rows = [r for r in cross if r["trained_on"] == side]
+                    v, tta = [r["accuracy"] for r in rows], [r["tta_accuracy"] for r in rows]
+                if v:
+                    d = describe(v)
+                    tt = f"{statistics.fmean(tta):.2f}" if tta else "-"
+                    print(f"| {side} | {judged} | {d['n']} | {d['mean']:.2f} ± {d['std'] or 0:.2f} | {tt} |")
+    if ("found", "original") in runs and ("found", "jpeg") in runs:
+        classes = list(next(iter(runs["found", "original"].values()))["per_class_accuracy"])
+        seeds = sorted(set(runs["found", "original"]) & set(runs["found", "jpeg"]))
+        loss = {c: statistics.fmean(runs["found", "original"][s]["per_class_accuracy"][c]
+                                    - runs["found", "jpeg"][s]["per_class_accuracy"][c] for s in seeds) for c in classes}
+        out["per_class_loss_found"] = loss
+        print("\nper class, original - JPEG (found LRs, mean over seeds, points): "
+              + ", ".join(f"{c} {v:+.1f}" for c, v in sorted(loss.items(), key=lambda kv: -kv[1])))
+    points = [(errors[n]["mae"], a) for n in ["jpeg"] + [f"jpeg-q{q}" for q in QUALITIES]
+              for a in acc.get(("fixed", n), {}).values()]
+    if len({x for x, _ in points}) >= 3:
+        fits = [fit_at_zero(*zip(*points), degree) for degree in (1, 2)]
+        out["fit"] = {"points": points, "fits": fits}
+        measured = acc.get(("fixed", "original"))
+        if measured:
+            out["fit"]["measured_original"] = describe(list(measured.values()))
+        print("\nfit of validation accuracy against pixel error (fixed LRs), extrapolated to error 0:")
+        for f in fits:
+            print(f"  degree {f['degree']}: {f['at_zero']:.2f}% (95% CI {f['ci95'][0]:.2f} .. {f['ci95'][1]:.2f}, "
+                  f"{f['dof']} dof, residual std {f['residual_std']:.2f})")
+        if measured:
+            m = out["fit"]["measured_original"]
+            print(f"  measured on the originals: {m['mean']:.2f}% ± {m['std'] or 0:.2f} ({m['n']} seeds)")
+        plot_fit(out, os.path.join(args.out, "jpeg_penalty.png"))
+    print("\npixel error against the originals (5,000 pairs): "
+          + ", ".join(f"{k} {v['mae']:.2f}" for k, v in errors.items()))
+    utils.atomic_write_json(out, os.path.join(args.out, "jpeg_penalty.json"))
+    return out
+
+
+def plot_fit(out, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs, ys = zip(*out["fit"]["points"])
+    ax.scatter(xs, ys, color="tab:blue", label="JPEG copies and their re-encodings (one run each)")
+    grid = np.linspace(0, max(xs) * 1.05, 100)
+    for f, style in zip(out["fit"]["fits"], ("-", "--")):
+        ax.plot(grid, np.polyval(f["coef"][::-1], grid), style, color="tab:blue", alpha=0.6,
+                label=f"degree-{f['degree']} fit: {f['at_zero']:.1f}% at 0 "
+                      f"(95% CI {f['ci95'][0]:.1f}-{f['ci95'][1]:.1f})")
+        ax.errorbar([0], [f["at_zero"]], yerr=[[f["at_zero"] - f["ci95"][0]], [f["ci95"][1] - f["at_zero"]]],
+                    fmt="none", color="tab:blue", capsize=4, alpha=0.6)
+    m = out["fit"].get("measured_original")
+    if m and out["scale"] == "small":
+        orig = list(out["runs"]["fixed-original"].values())
+        ax.scatter([0] * len(orig), [r["accuracy"] for r in orig], color="tab:red", marker="s",
+                   label=f"original pixels, measured: {m['mean']:.1f}%")
+    d = out["data"]
+    ax.set_xlabel("pixel error: mean |JPEG - original| (grey levels of 255)")
+    ax.set_ylabel(f"validation accuracy (%), {d['test_images']:,} images")
+    ax.set_title(f"What compression costs: width {out['width']}, {d['train_images']:,} training images,\n"
+                 f"fixed LRs, 24 epochs ({out['hardware'].get('gpu', out['hardware'].get('cpu'))})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/jpeg_penalty", help="folder for the data, the runs and the report")
+    p.add_argument("--scale", choices=("small", "full"), default="small")
+    p.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"),
+                   help="folder with cifar10_pairs.py, cifar10_jpeg.py and their data")
+    p.add_argument("--width", type=int, default=64, help="network width (64: the specification)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds of the found-LR arm (small scale)")
+    p.add_argument("--fixed-seeds", type=int, default=3, help="seeds of the fixed-LR and degraded arms")
+    p.add_argument("--set", default="{}", help="JSON overrides for every run (smoke tests: tiny settings)")
+    p.add_argument("--report", action="store_true", help="only the tables, fit and figure from the records")
+    args = p.parse_args(argv)
+    if not args.report:
+        run_plan(args)
+    return report(args)
+
+
+if __name__ == "__main__":
+    main()
