@@ -2,14 +2,19 @@
 
     python ../shared/data/cifar10_jpeg.py DIR          # 40,000 training + 10,000 validation images
     python docs/gpu_real_recipe.py --data-dir DIR --out runs/gpu_grid --budget 420
+    python docs/gpu_real_recipe.py --data-dir DIR --out runs/candidates --plan candidates --budget 300
 
-Issue 10's grid, at the length that matters (the full recipe: 24 epochs, 1,872 steps), where the
+The LR grid of docs/lr-rule.md, at the length that matters (the full recipe: 24 epochs, 1,872 steps), where the
 CPU could only afford 8 epochs on 10,000 images. The plan is an ordered list of runs, most useful
 first: the default recipe (range test + rule), the rule with backoff 1, then fixed LRMAX values
 (LRMIN = LRMAX / factor), then seed repeats. A run is started only if the time left in --budget
 is more than the longest run so far, so the plan is cut at its end, never in the middle of a run.
 `results.json` in --out is rewritten after every run (validation accuracy per epoch, the LRs,
 the range test's curve where one ran, seconds), so what finished is kept whatever happens.
+
+The candidates plan measures recipe changes that keep the specification (Cutout kept inside the
+image, no weight decay on BatchNorm, label smoothing 0.2) against the default, 5 seeds each,
+paired by seed, and prints the paired table (docs/recipe-candidates.md).
 
 The data is the validation split of JPEG-compressed CIFAR-10 training images (cifar10_jpeg.py);
 every accuracy here is on those 10,000 validation images, not on the CIFAR-10 test set.
@@ -71,7 +76,39 @@ DIAGNOSE = [
     ("lr0.8-f20", {"lr_max": 0.8, "lr_min_factor": 20.0}),
     ("lr0.1-f20", {"lr_max": 0.1, "lr_min_factor": 20.0}),
 ]
-PLANS = {"grid": GRID, "diagnose": DIAGNOSE}
+## Candidates within the specification, each against the default recipe, paired by seed (the
+## same seed: the same initial weights and, but for the candidate, the same data order). By seed
+## first, so a plan cut by the budget stays balanced. 5 seeds x 4 arms x ~13 s on an H200.
+CANDIDATES = [(f"{arm}-s{seed}", {**overrides, "seed": seed}) for seed in range(5) for arm, overrides in (
+    ("default", {}),
+    ("cutout-inside", {"cutout_inside": True}),           # Page's Cutout: always 64 pixels
+    ("no-bn-wd", {"bn_weight_decay": False}),
+    ("smooth0.2", {"label_smoothing": 0.2}),               # Page's final version
+)]
+PLANS = {"grid": GRID, "diagnose": DIAGNOSE, "candidates": CANDIDATES}
+
+
+def paired_table(rows, baseline="default"):
+    """Markdown: each arm (the run name before "-s<seed>") against `baseline` on the seeds both
+    finished: mean ± sample std of the validation accuracy, and the paired difference ± its
+    standard error (std of the per-seed differences / sqrt(n))."""
+    import statistics
+    acc = {}
+    for r in rows:
+        if r["val_accuracy"] is not None:
+            acc.setdefault(r["name"].rsplit("-s", 1)[0], {})[r["seed"]] = r["val_accuracy"]
+    lines = ["| arm | seeds | validation accuracy (mean ± std) | minus default (± s.e.) |", "|---|---|---|---|"]
+    for arm, by_seed in acc.items():
+        seeds = sorted(set(by_seed) & set(acc.get(baseline, {})))
+        values = [by_seed[s] for s in sorted(by_seed)]
+        std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        diff = "-"
+        if arm != baseline and seeds:
+            d = [by_seed[s] - acc[baseline][s] for s in seeds]
+            se = f" ± {statistics.stdev(d) / len(d) ** 0.5:.2f}" if len(d) > 1 else ""
+            diff = f"{statistics.fmean(d):+.2f}{se} ({len(d)} pairs)"
+        lines.append(f"| {arm} | {len(values)} | {statistics.fmean(values):.2f}{std} | {diff} |")
+    return "\n".join(lines)
 
 
 def summarize(name, overrides, record, seconds):
@@ -129,6 +166,8 @@ def main(argv=None):
         acc = "  diverged" if r["val_accuracy"] is None else f"{r['val_accuracy']:>6.2f}%"
         print(f"{r['name']:<20} {r['seed']:>4}  {r['lr_max']:<8.4g} {r['lr_min']:<9.4g} {acc}  "
               f"{r['wall_seconds']:.0f}")
+    if args.plan == "candidates":
+        print("\n" + paired_table(rows))
 
 
 if __name__ == "__main__":
