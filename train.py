@@ -66,6 +66,9 @@ class Config:
     bn_weight_decay: bool = opt(True, "weight decay on BatchNorm's scales and shifts too, as in Page's "
                                 "ResNet-9 (--no-bn-weight-decay: on the conv and FC weights only)")
     label_smoothing: float = opt(0.0, "label smoothing of the loss (Page's final version uses 0.2)", "0: none")
+    ema_epochs: float = opt(0.0, "evaluate an exponential moving average of the weights (and BatchNorm "
+                            "statistics) with this time constant in epochs, instead of the trained weights "
+                            "(Page's bag of tricks)", "0: off")
     width: int = opt(64, "channels of the prep layer (64 = the specification; small for quick tests)")
     seed: int = opt(0, "seed of the weights and the data order; CPU fp32 runs are bit-reproducible")
     seeds: int = opt(1, "run the whole recipe (range test included) for seeds seed .. seed+N-1, each in "
@@ -202,6 +205,7 @@ def validate(cfg: Config):
     need(0 <= cfg.seed < 2**32, f"seed must lie in 0 .. 2**32 - 1, got {cfg.seed}")
     need(1 <= cfg.seeds <= 2**32 - cfg.seed, f"seeds must be at least 1 (and seed + seeds at most 2**32), "
          f"got {cfg.seeds}")
+    need(cfg.ema_epochs >= 0, f"ema_epochs must be 0 (off) or positive, got {cfg.ema_epochs}")
     need(0 <= cfg.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {cfg.label_smoothing}")
     need(cfg.log_every >= 1, f"log_every must be at least 1, got {cfg.log_every}")
     need(cfg.gradcam_layer in gradcam_layers(), unknown_layer(cfg.gradcam_layer))
@@ -309,6 +313,31 @@ def find_lrs(cfg, model, optimizer, scaler, rt, train_loader, loss_fn, log):
 # ==============================================================================================
 # Training and evaluation
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics, updated after
+    every step: avg = d * avg + (1 - d) * current, the model the run evaluates when --ema-epochs
+    is set (Polyak averaging; Page's "bag of tricks" averages every 5 steps with 0.99).
+
+    d = exp(-1 / (ema_epochs * steps_per_epoch)): the average forgets with a time constant of
+    ema_epochs epochs whatever the data size. It starts from the weights it is given (after the
+    range test); their share of the final average is e^(-epochs / ema_epochs): e^-12 for 2 of 24."""
+
+    def __init__(self, model, ema_epochs, steps_per_epoch):
+        self.source = model
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.decay = math.exp(-1 / (ema_epochs * steps_per_epoch))
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        self.floats = [[a for a, _ in pairs if a.is_floating_point()], [b for a, b in pairs if a.is_floating_point()]]
+        self.counts = [(a, b) for a, b in pairs if not a.is_floating_point()]     # BN's num_batches_tracked
+
+    @torch.no_grad()
+    def update(self):
+        torch._foreach_lerp_(self.floats[0], self.floats[1], 1 - self.decay)       # one launch, not 70
+        for a, b in self.counts:
+            a.copy_(b)
+
+
 def train_step(model, x, y, optimizer, scaler, autocast, loss_fn):
     """One optimizer step on the batch (x, y); returns (logits, loss), detached.
     autocast: a context-manager factory (Runtime.autocast); scaler: a GradScaler, maybe disabled."""
@@ -323,8 +352,9 @@ def train_step(model, x, y, optimizer, scaler, autocast, loss_fn):
 
 
 def train_one_epoch(model, loader, optimizer, scaler, rt, loss_fn, lr_at, first_step, *,
-                    log_every=10, desc="", progress=True):
-    """One pass over `loader`, the LR set before every step from lr_at(step).
+                    log_every=10, desc="", progress=True, average=None):
+    """One pass over `loader`, the LR set before every step from lr_at(step); `average` (a
+    WeightAverage, or None) is updated after every step.
 
     Loss and accuracy are summed on the device and read every `log_every` steps, so the host
     waits for the device only there. Raises FloatingPointError(step) at the first read after a
@@ -341,6 +371,8 @@ def train_one_epoch(model, loader, optimizer, scaler, rt, loss_fn, lr_at, first_
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             logits, loss = train_step(model, x, y, optimizer, scaler, rt.autocast, loss_fn)
+            if average is not None:
+                average.update()
             loss = loss.float()
             loss_sum += loss * len(y)
             correct += (logits.argmax(1) == y).sum()
@@ -390,10 +422,11 @@ def evaluate(model, loader, rt, tta=False):
 # ==============================================================================================
 # Checkpoints
 
-def save_checkpoint(path, model, optimizer, scaler, loader, cfg, state):
+def save_checkpoint(path, model, optimizer, scaler, loader, cfg, state, average=None):
     payload = {
         "format": CHECKPOINT_FORMAT,
         "model": model.state_dict(),
+        "average": average.model.state_dict() if average else None,     # --ema-epochs
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler.is_enabled() else {},
         # The CPU generator is the only one a run draws from (DeviceLoader draws on the CPU too).
@@ -430,11 +463,13 @@ def resume_config(ckpt, overrides, path) -> Config:
     return make_config(merged)
 
 
-def restore(ckpt, model, optimizer, scaler, loader, path):
+def restore(ckpt, model, optimizer, scaler, loader, path, average=None):
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as e:
+        if average is not None:
+            average.model.load_state_dict(ckpt["average"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"--resume {path}: the weights do not fit CustomResNet(width="
                          f"{ckpt['config'].get('width')}) ({str(e).splitlines()[0][:200]}).") from None
     if scaler.is_enabled() and ckpt["scaler"]:
@@ -585,8 +620,11 @@ def run(cfg, rt, data, ckpt, record, paths, saved, log):
                                      train=False, device=rt.device)
     model, optimizer, scaler = build(cfg, rt)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    average = None
     if ckpt is not None:
-        restore(ckpt, model, optimizer, scaler, train_loader, cfg.resume)
+        if cfg.ema_epochs:
+            average = WeightAverage(model, cfg.ema_epochs, len(train_loader))
+        restore(ckpt, model, optimizer, scaler, train_loader, cfg.resume, average)
         state = {k: ckpt[k] for k in ("epoch", "step", "history", "lr_min", "lr_max", "lr_source", "lr_range_test")}
         log(f"resumed from {cfg.resume} after epoch {state['epoch']}")
     else:
@@ -600,10 +638,13 @@ def run(cfg, rt, data, ckpt, record, paths, saved, log):
             os.remove(range_png)                               # an earlier run's: not these LRs
         state = {"epoch": 0, "step": 0, "history": [], "lr_min": lr_min, "lr_max": lr_max,
                  "lr_source": how, "lr_range_test": result.to_dict() if result else None}
+        if cfg.ema_epochs:             # after the range test: it averages the weights that train
+            average = WeightAverage(model, cfg.ema_epochs, len(train_loader))
     record.update({k: state[k] for k in ("lr_min", "lr_max", "lr_source", "lr_range_test")})
     record["history"] = state["history"]
     last_eval = fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record,
-                    paths, saved, log)
+                    paths, saved, log, average)
+    model = average.model if average else model      # what was evaluated: saved, explained
     if last_eval is None:                  # resumed from a finished run: nothing was evaluated
         last_eval = evaluate(model, test_loader, rt, cfg.tta)
     final = record["history"][-1]
@@ -615,9 +656,10 @@ def run(cfg, rt, data, ckpt, record, paths, saved, log):
         make_report(cfg, rt, model, test_loader, data, record, last_eval, cm, log)
 
 
-def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record, paths, saved, log):
-    """The epoch loop: train, evaluate, checkpoint and metrics after every epoch.
-    Returns the last epoch's evaluation (None when no epoch was left to run)."""
+def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record, paths, saved, log,
+        average=None):
+    """The epoch loop: train, evaluate (the weight average when there is one), checkpoint and
+    metrics after every epoch. Returns the last epoch's evaluation (None when no epoch was left)."""
     steps_per_epoch = len(train_loader)
     total = cfg.epochs * steps_per_epoch
     peak = cfg.peak_epoch * steps_per_epoch - 1
@@ -632,14 +674,15 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
         try:
             train_loss, train_acc = train_one_epoch(
                 train_model, train_loader, optimizer, scaler, rt, loss_fn, lr_at, state["step"],
-                log_every=cfg.log_every, desc=f"Epoch {epoch}/{cfg.epochs}", progress=cfg.progress)
+                log_every=cfg.log_every, desc=f"Epoch {epoch}/{cfg.epochs}", progress=cfg.progress,
+                average=average)
         except FloatingPointError as e:
             step = int(str(e))
             raise_diverged(record, paths, saved, f"the training loss became non-finite in epoch {epoch}, "
                            f"at step {step} (LR {lr_at(step):.4g})")
         train_seconds = timer.stop()
         timer.start()
-        ev = evaluate(train_model, test_loader, rt, cfg.tta)
+        ev = evaluate(average.model if average else train_model, test_loader, rt, cfg.tta)
         eval_seconds = timer.stop()
         if not math.isfinite(ev["loss"]):
             # The last update of the epoch broke the weights (the training loss of a step is
@@ -657,7 +700,7 @@ def fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, s
             "train_seconds": train_seconds, "eval_seconds": eval_seconds})
         record["history"] = state["history"]
         update_timings(record, steps_per_epoch * cfg.batch_size)
-        save_checkpoint(paths["checkpoint.pt"], model, optimizer, scaler, train_loader, cfg, state)
+        save_checkpoint(paths["checkpoint.pt"], model, optimizer, scaler, train_loader, cfg, state, average)
         saved.update(epoch=epoch, path=paths["checkpoint.pt"])
         utils.atomic_write_json(record, paths["metrics.json"])
     return ev

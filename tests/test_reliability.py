@@ -277,3 +277,21 @@ def test_weights_broken_by_the_last_step_of_an_epoch_are_never_checkpointed(tmp_
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "diverged"
     assert all(h["test_loss"] == h["test_loss"] for h in metrics["history"])       # no NaN epoch kept
+
+
+def test_resume_with_a_weight_average_is_bit_identical(tmp_path, monkeypatch, interrupt_in_epoch):
+    """--ema-epochs: the average lives in the checkpoint, so a resumed run evaluates and saves
+    exactly the average an uninterrupted run does (and not the trained weights)."""
+    cfg = {**TINY, "ema_epochs": 0.5}
+    full = train.main(**cfg, out_dir=str(tmp_path / "full"))
+    interrupt_in_epoch(2)
+    with pytest.raises(train.Interrupted):
+        train.main(**cfg, out_dir=str(tmp_path / "cut"))
+    monkeypatch.undo()
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert ckpt["average"].keys() == ckpt["model"].keys()
+    assert not torch.equal(ckpt["average"]["prep.conv.weight"], ckpt["model"]["prep.conv.weight"])
+    resumed = train.main(resume=str(tmp_path / "cut" / "checkpoint.pt"), progress=False)
+    assert comparable(resumed) == comparable(full)
+    a, b = weights(tmp_path / "cut" / "model.pt"), weights(tmp_path / "full" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)

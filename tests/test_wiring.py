@@ -338,6 +338,55 @@ def test_the_loss_is_cross_entropy_with_the_given_label_smoothing(altered):
     assert s["loss"].item() != pytest.approx(F.cross_entropy(s["logits"], s["y"]).item(), rel=1e-3)
 
 
+@wires("ema_epochs")
+def test_the_weight_average_is_what_is_evaluated_and_saved(tmp_path, monkeypatch):
+    """--ema-epochs E: after every step avg <- d avg + (1 - d) w, d = exp(-1 / (E * steps per
+    epoch)), from the weights training starts with; the average (BatchNorm statistics included)
+    is what each epoch evaluates and what model.pt holds. Recomputed here from the weights after
+    every step of the same run (training itself is untouched by the average)."""
+    cfg = dict(synthetic=True, synthetic_train=136, synthetic_test=100, batch_size=32, epochs=2, peak_epoch=1,
+               width=8, precision="fp32", device="cpu", progress=False, plots=False, lr_min=0.02, lr_max=0.2,
+               ema_epochs=0.75)
+    after_step, step = [], train.train_step
+
+    def recording(model, *args):
+        if not after_step:
+            after_step.append({k: v.clone() for k, v in model.state_dict().items()})    # the start
+        out = step(model, *args)
+        after_step.append({k: v.clone() for k, v in model.state_dict().items()})
+        return out
+    evaluated, real_evaluate = [], train.evaluate
+    monkeypatch.setattr(train, "train_step", recording)
+    monkeypatch.setattr(train, "evaluate", lambda model, *a: evaluated.append(
+        {k: v.clone() for k, v in model.state_dict().items()}) or real_evaluate(model, *a))
+    record = train.main(**cfg, out_dir=str(tmp_path))
+    d = torch.exp(torch.tensor(-1 / (0.75 * STEPS_PER_EPOCH), dtype=torch.float64)).item()
+    average = dict(after_step[0])
+    by_epoch = []
+    for i, w in enumerate(after_step[1:], start=1):
+        average = {k: (d * average[k] + (1 - d) * w[k]) if w[k].is_floating_point() else w[k] for k in w}
+        if i % STEPS_PER_EPOCH == 0:
+            by_epoch.append(average)
+    assert len(after_step) == 1 + 2 * STEPS_PER_EPOCH and len(evaluated) == 2
+    for got, want in zip(evaluated, by_epoch):
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    for k in saved:
+        torch.testing.assert_close(saved[k], by_epoch[-1][k], rtol=1e-5, atol=1e-6, msg=k)
+    # not the trained weights: the average really is what was evaluated and saved
+    assert (saved["layer3.conv.conv.weight"] - after_step[-1]["layer3.conv.conv.weight"]).abs().max() > 1e-4
+    assert record["history"][-1]["test_correct"] == real_evaluate(
+        _model_with(saved), cifar.DeviceLoader(*train.load_data(train.make_config(cfg))[2:4], 1000, train=False,
+                                               device="cpu"), utils.pick_runtime("cpu", "fp32"))["correct"]
+
+
+def _model_with(state):
+    model = CustomResNet(width=8).to(memory_format=torch.channels_last)
+    model.load_state_dict(state)
+    return model
+
+
 @wires("device", "precision")
 def test_the_runtime_is_the_one_asked_for(altered):
     record, spy, _ = altered
