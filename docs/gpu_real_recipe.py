@@ -13,7 +13,7 @@ is more than the longest run so far, so the plan is cut at its end, never in the
 the range test's curve where one ran, seconds), so what finished is kept whatever happens.
 
 The candidates plan measures recipe changes that keep the specification (Cutout kept inside the
-image, no weight decay on BatchNorm, label smoothing 0.2) against the default, 5 seeds each,
+image, no weight decay on BatchNorm, label smoothing 0.2, a weight average over 2 epochs) against the default, 5 seeds each,
 paired by seed, and prints the paired table (docs/recipe-candidates.md).
 
 The data is the validation split of JPEG-compressed CIFAR-10 training images (cifar10_jpeg.py);
@@ -78,12 +78,13 @@ DIAGNOSE = [
 ]
 ## Candidates within the specification, each against the default recipe, paired by seed (the
 ## same seed: the same initial weights and, but for the candidate, the same data order). By seed
-## first, so a plan cut by the budget stays balanced. 5 seeds x 4 arms x ~13 s on an H200.
+## first, so a plan cut by the budget stays balanced. 5 seeds x 5 arms x ~13 s on an H200.
 CANDIDATES = [(f"{arm}-s{seed}", {**overrides, "seed": seed}) for seed in range(5) for arm, overrides in (
     ("default", {}),
     ("cutout-inside", {"cutout_inside": True}),           # Page's Cutout: always 64 pixels
     ("no-bn-wd", {"bn_weight_decay": False}),
     ("smooth0.2", {"label_smoothing": 0.2}),               # Page's final version
+    ("ema2", {"ema_epochs": 2.0}),                         # Page's bag of tricks: a weight average
 )]
 PLANS = {"grid": GRID, "diagnose": DIAGNOSE, "candidates": CANDIDATES}
 
