@@ -86,7 +86,8 @@ def degrade_folder(src, dst, quality):
         batch["data"] = reencode(images, quality).reshape(len(images), 3072)
         with open(os.path.join(tmp, name), "wb") as f:
             pickle.dump(batch, f, protocol=2)
-    shutil.copy(os.path.join(src, "batches.meta"), tmp)
+    if os.path.exists(os.path.join(src, "batches.meta")):
+        shutil.copy(os.path.join(src, "batches.meta"), tmp)
     os.rename(tmp, dst)
 
 

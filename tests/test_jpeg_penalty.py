@@ -1,0 +1,71 @@
+"""docs/jpeg_penalty.py: its statistics against known values, and its whole plan at tiny size on
+pairs written here (the real pictures are in ../shared/data; nothing here reads them)."""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from cifar_files import write_cifar_folder
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs"))
+import jpeg_penalty  # noqa: E402
+
+
+@pytest.mark.parametrize("df, quantile", [(1, 12.7062), (2, 4.3027), (5, 2.5706), (10, 2.2281), (30, 2.0423)])
+def test_t_quantile_matches_the_tables(df, quantile):
+    assert jpeg_penalty.t_quantile(0.975, df) == pytest.approx(quantile, abs=2e-4)
+
+
+def test_the_fit_recovers_a_line_and_its_interval_shrinks_with_less_noise():
+    xs = [5.8, 5.8, 7.4, 7.4, 9.0, 9.0, 11.5, 11.5]
+    exact = jpeg_penalty.fit_at_zero(xs, [80 - 1.5 * x for x in xs], 1)
+    assert exact["at_zero"] == pytest.approx(80) and exact["coef"][1] == pytest.approx(-1.5)
+    noise = np.array([0.4, -0.4, -0.3, 0.3, 0.2, -0.2, 0.5, -0.5])
+    noisy = jpeg_penalty.fit_at_zero(xs, [80 - 1.5 * x + e for x, e in zip(xs, noise)], 1)
+    less = jpeg_penalty.fit_at_zero(xs, [80 - 1.5 * x + e / 4 for x, e in zip(xs, noise)], 1)
+    assert noisy["ci95"][0] < 80 < noisy["ci95"][1] and noisy["dof"] == 6
+    assert less["ci95"][1] - less["ci95"][0] == pytest.approx((noisy["ci95"][1] - noisy["ci95"][0]) / 4)
+    assert jpeg_penalty.fit_at_zero(xs, [80 - 0.1 * x * x for x in xs], 2)["at_zero"] == pytest.approx(80)
+
+
+def test_paired_differences_by_seed():
+    p = jpeg_penalty.paired({0: 73.0, 1: 72.0, 2: 74.0, 3: 99.0}, {0: 70.0, 1: 70.0, 2: 70.0})
+    assert p["seeds"] == [0, 1, 2] and p["diffs"] == [3.0, 2.0, 4.0]
+    assert p["diff_mean"] == pytest.approx(3.0) and p["diff_se"] == pytest.approx(1 / math.sqrt(3))
+    assert p["a"]["mean"] == pytest.approx(73.0) and p["b"]["std"] == 0.0
+
+
+def test_reencoding_keeps_the_pictures_and_adds_error_as_quality_falls(tmp_path):
+    write_cifar_folder(tmp_path / "original", n_per_batch=8, keys="str")
+    src = str(tmp_path / "original" / "cifar-10-batches-py")
+    for q in (90, 15):
+        jpeg_penalty.degrade_folder(src, str(tmp_path / f"q{q}" / "cifar-10-batches-py"), q)
+    original = jpeg_penalty.folder_images(str(tmp_path / "original"))
+    errors = {q: np.abs(jpeg_penalty.folder_images(str(tmp_path / f"q{q}")).astype(int) - original).mean()
+              for q in (90, 15)}
+    assert 0 < errors[90] < errors[15]
+    import data
+    a, b = data.load_cifar10(str(tmp_path / "original"), download=False), data.load_cifar10(str(tmp_path / "q15"), download=False)
+    assert (a.train_labels == b.train_labels).all() and (a.test_labels == b.test_labels).all()
+
+
+def test_the_whole_plan_runs_and_reports_at_tiny_size(tmp_path, capsys):
+    pairs = tmp_path / "data" / "pairs"
+    write_cifar_folder(pairs / "original", n_per_batch=24, keys="str")
+    jpeg_penalty.degrade_folder(str(pairs / "original" / "cifar-10-batches-py"),
+                                str(pairs / "jpeg" / "cifar-10-batches-py"), 75)
+    tiny = dict(epochs=1, peak_epoch=1, batch_size=24, lr_test_iters=3, precision="fp32", device="cpu")
+    out = jpeg_penalty.main(["--out", str(tmp_path), "--width", "4", "--seeds", "2", "--fixed-seeds", "2",
+                             "--set", json.dumps(tiny)])
+    assert set(out["arms"]) == {"found", "fixed"} and out["arms"]["found"]["seeds"] == [0, 1]
+    assert {r["trained_on"] for r in out["cross"]} == {"original", "jpeg"} and len(out["cross"]) == 4
+    assert {f"fixed-{n}" for n in ("original", "jpeg", "jpeg-q50", "jpeg-q30", "jpeg-q15")} <= set(out["runs"])
+    lrs = {r["lr_max"] for name, runs in out["runs"].items() if name.startswith("fixed") for r in runs.values()}
+    assert len(lrs) == 1                                   # one fixed LR for every side
+    assert [f["degree"] for f in out["fit"]["fits"]] == [1, 2] and len(out["fit"]["points"]) == 4 * 2
+    assert out["pixel_errors"]["original"]["mae"] == 0 and out["pixel_errors"]["jpeg-q15"]["mae"] > 0
+    assert (tmp_path / "jpeg_penalty.png").exists() and (tmp_path / "jpeg_penalty.json").exists()
+    assert "| found | 2 |" in capsys.readouterr().out
