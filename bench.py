@@ -12,12 +12,40 @@ Every row of the table is measured in the same run on the same machine:
   4. CUDA only: the full recipe (24 epochs, CIFAR-10-sized synthetic data, fixed LRs), eager and
      with torch.compile, against the arithmetic floor;
   5. peak memory.
+
+    python bench.py --variants   # instead of rows 1-4: the variants of the step, side by side
+
+--variants times what a profile (docs/profile_gpu.py) may call for, each against today's step,
+in the same run: the recipe's training step (a) eager, as train.py runs it today; (b) with the
+model compiled, as train.py's --compile does; (c) compiled whole with torch.compile (forward,
+loss, backward, grad scaler and SGD step, PyTorch's "compiled optimizer" recipe); (d) the whole
+step as CUDA graphs (torch.compile mode="reduce-overhead"; CUDA only); (e) eager with SGD's
+foreach=True and foreach=False (no fused row: fused SGD keeps a bad momentum buffer after an
+overflowed first fp16 step, which tests/test_train.py guards against); (f) one evaluation pass
+of 10,000 images at batch 500, 1000, 2500 and 5000. Each row gives seconds per step, images/s,
+the one-time compile (or warm-up) seconds apart, and the 24-epoch training time it implies
+(seconds per step x 2,328 steps: an estimate, loader and loop not included). CUDA defaults:
+10 warm-up steps, then 3 rounds of 100 timed steps of every variant in turn, the best round kept.
+
+On a GPU session (15 minutes of device time; no GPU number has been measured with --variants
+yet), after `python docs/profile_gpu.py --out "$OUT"` (its docstring gives the order):
+
+    python bench.py --variants --json "$OUT/bench_variants_{gpu}.json"     # a few minutes
+    python bench.py --variants --precision fp16 --json "$OUT/bench_variants_{gpu}_fp16.json"   # the T4 path
+
+It answers: how much of the step the compile and CUDA graphs remove (the host's share the
+profile measures), whether the optimizer's foreach matters, and which evaluation batch is
+fastest; and so how far each is from the goal of 24 epochs in 6 s. Dry run on the CPU (about
+10 s): python bench.py --variants --device cpu --precision fp32 --width 8 --batch-size 64
+--compile-backend aot_eager --eval-images 512 --eval-batch-sizes 64,128,256
+
 Nothing here is a test: tests/ checks correctness, this file measures speed.
 """
 import argparse
 import json
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -57,6 +85,16 @@ def datasheet_tflops(gpu_name):
         if piece in gpu_name:
             return tflops
     return None
+
+
+def device_slug(rt):
+    """A short name of the machine for file names: the GPU's piece of DATASHEET_TFLOPS ("h100",
+    "h100-nvl", "t4"), else its name in lower case, else the device type ("cpu")."""
+    gpu = rt.describe().get("gpu")
+    if not gpu:
+        return rt.device.type
+    piece = next((p for p in DATASHEET_TFLOPS if p in gpu), gpu)
+    return re.sub(r"[^a-z0-9]+", "-", piece.lower()).strip("-")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,6 +261,166 @@ def bench_recipe(rt, compile, rows, n_train=50_000, n_test=10_000, out_dir="/tmp
 
 
 # ----------------------------------------------------------------------------------------------
+# 5. Variants of the step (--variants): the fixes a profile may call for, against today's step
+
+VARIANTS = {                     # key: row label
+    "eager": "(a) step: eager (today's)",
+    "compile-model": "(b) step: torch.compile(model)",
+    "compile-step": "(c) step: torch.compile(whole step)",
+    "cuda-graphs": "(d) step: CUDA graphs of the whole step",
+    "foreach": "(e) step: eager, SGD foreach=True",
+    "for-loop": "(e) step: eager, SGD foreach=False",
+}
+COMPILED = ("compile-model", "compile-step", "cuda-graphs")
+EVAL_BATCH_SIZES = (500, 1000, 2500, 5000)
+RECIPE_EPOCHS, RECIPE_IMAGES = 24, 50_000
+
+
+def set_lr(optimizer, lr):
+    """Every group's LR: written into the group's tensor where it holds one (a compiled step
+    reads the tensor, so a new LR neither recompiles nor re-records a CUDA graph), else assigned
+    as train_one_epoch does."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def variant_step(key, rt, width=64, seed=0, backend="inductor"):
+    """(step, model, optimizer) of variant `key` (a key of VARIANTS): step(x, y, lr) sets the LR
+    and runs one train.train_step, returning its (logits, loss).
+
+    The model, optimizer and grad scaler are train.build's, so every variant starts from the same
+    weights and uses the recipe's SGD settings; only what the variant changes differs:
+    compile-model compiles the model as train.py's --compile does; compile-step compiles
+    train.train_step whole (forward, loss, backward, grad scaler and the SGD step: PyTorch's
+    "compiled optimizer" recipe; the LR is then a tensor on the device); cuda-graphs compiles it
+    with mode="reduce-overhead", which replays the compiled graphs as CUDA graphs (CUDA only);
+    foreach / for-loop set SGD's foreach (PyTorch's default, which train.py keeps, is foreach on
+    CUDA). backend: torch.compile's (inductor; aot_eager or eager check the wiring quickly on
+    the CPU without generating code)."""
+    model, optimizer, scaler = train.build(train.make_config(dict(width=width, seed=seed)), rt)
+    if key in ("compile-step", "cuda-graphs", "foreach", "for-loop"):
+        settings = dict(optimizer.defaults)
+        if key in ("foreach", "for-loop"):
+            settings["foreach"] = key == "foreach"
+        else:
+            settings["lr"] = torch.tensor(float(settings["lr"]), device=rt.device)
+        optimizer = torch.optim.SGD(model.parameters(), **settings)
+    net, step_fn, mark_step = model, train.train_step, False
+    if key == "compile-model":
+        net = torch.compile(model, dynamic=False, backend=backend)
+    elif key == "compile-step":
+        step_fn = torch.compile(train.train_step, dynamic=False, backend=backend)
+    elif key == "cuda-graphs":
+        if rt.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        step_fn = torch.compile(train.train_step, dynamic=False, mode="reduce-overhead")
+        mark_step = True
+    elif key not in VARIANTS:
+        raise ValueError(f"unknown variant {key!r}: one of {', '.join(VARIANTS)}")
+    loss_fn, autocast = torch.nn.CrossEntropyLoss(), rt.autocast
+
+    def step(x, y, lr):
+        set_lr(optimizer, lr)
+        if mark_step:                      # a new iteration: the last one's graph outputs may be reused
+            torch.compiler.cudagraph_mark_step_begin()
+        return step_fn(net, x, y, optimizer, scaler, autocast, loss_fn)
+    return step, model, optimizer
+
+
+def compile_counters():
+    """(graphs compiled, CUDA graph skips) so far in this process: torch's internal counters,
+    (0, 0) where a version has none."""
+    try:
+        from torch._dynamo.utils import counters
+        return counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"]
+    except (ImportError, KeyError, AttributeError):
+        return 0, 0
+
+
+def run_steps(step, batches, lrs, first=0):
+    for i, lr in enumerate(lrs):
+        step(*batches[(first + i) % len(batches)], lr)
+
+
+def bench_variants(rt, rows, keys=tuple(VARIANTS), width=64, batch_size=512, warmup=10, steps=100, repeats=3,
+                   backend="inductor", n_batches=8):
+    """Seconds per step of each variant: every variant first runs `warmup` steps (the compile,
+    cuDNN's autotuning), then `repeats` rounds, each timing `steps` steps of every variant in
+    turn, so a drift of the machine's speed reaches all of them; the best round is kept. The
+    batches are `n_batches` DeviceLoader batches made before (the loader is not timed here), the
+    LRs one cycle from 0.04 to 0.4, the same for every variant. Returns {key: record}, None for
+    a CUDA-only variant elsewhere."""
+    d = cifar.synthetic_cifar10(n_batches * batch_size, 16)
+    batches = list(cifar.DeviceLoader(d.train_images, d.train_labels, batch_size, train=True, device=rt.device))
+    total = warmup + repeats * steps
+    lrs = [train.one_cycle_lr(s, total, total * 5 // 24, 0.04, 0.4) for s in range(total)]
+    made, out = {}, {}
+    for key in keys:
+        if key == "cuda-graphs" and rt.device.type != "cuda":
+            out[key] = None
+            continue
+        graphs, skips = compile_counters()
+        step, _, _ = variant_step(key, rt, width, backend=backend)
+        t0 = time.perf_counter()
+        run_steps(step, batches, lrs[:warmup])
+        rt.sync()
+        made[key] = step
+        out[key] = {"label": VARIANTS[key], "warmup_steps": warmup, "warmup_seconds": time.perf_counter() - t0,
+                    "graphs": compile_counters()[0] - graphs, "cudagraph_skips": compile_counters()[1] - skips,
+                    "rounds": []}
+    for r in range(repeats):
+        first = warmup + r * steps
+        for key, step in made.items():
+            timer = rt.timer().start()
+            run_steps(step, batches, lrs[first:first + steps], first)
+            out[key]["rounds"].append(timer.stop() / steps)
+    recipe_steps = RECIPE_EPOCHS * (RECIPE_IMAGES // batch_size)
+    base = min(out["eager"]["rounds"]) if out.get("eager") else None
+    for key in keys:
+        v = out[key]
+        if v is None:
+            rows.append((VARIANTS[key], "CUDA only", f"not run on {rt.device.type}"))
+            continue
+        s = v["seconds_per_step"] = min(v["rounds"])
+        v["images_per_second"] = batch_size / s
+        v["one_time_seconds"] = max(0.0, v["warmup_seconds"] - warmup * s)     # compile, autotuning
+        v["recipe_seconds_estimate"] = recipe_steps * s
+        detail = f"{1e3 * s:.2f} ms/step, best of {repeats} x {steps} steps"
+        if base and key != "eager":
+            detail += f", {base / s:.2f}x eager"
+        if key in COMPILED:
+            detail += f", compile {v['one_time_seconds']:.1f} s once ({v['graphs']} graph{'s' * (v['graphs'] != 1)}"
+            detail += f", {v['cudagraph_skips']} CUDA graph skips)" if key == "cuda-graphs" else ")"
+        detail += f"; {recipe_steps:,} steps (24 epochs) ~ {v['recipe_seconds_estimate']:.1f} s (estimate: s/step x steps)"
+        rows.append((VARIANTS[key], f"{v['images_per_second']:,.0f} img/s", detail))
+    return out
+
+
+def bench_eval_batch_sizes(rt, rows, batch_sizes=EVAL_BATCH_SIZES, n_images=10_000, width=64, repeats=3):
+    """Seconds of one train.evaluate pass over n_images at each evaluation batch size (a warm-up
+    pass first, for cuDNN's autotuning of the shape; then the best of `repeats`): {batch: s}."""
+    d = cifar.synthetic_cifar10(16, n_images)
+    model, _, _ = train.build(train.make_config(dict(width=width)), rt)
+    out = {}
+    for b in batch_sizes:
+        loader = cifar.DeviceLoader(d.test_images, d.test_labels, b, train=False, device=rt.device)
+        train.evaluate(model, loader, rt)
+        seconds = []
+        for _ in range(repeats):
+            timer = rt.timer().start()
+            train.evaluate(model, loader, rt)
+            seconds.append(timer.stop())
+        s = out[b] = min(seconds)
+        rows.append((f"(f) eval: {n_images:,} images, batch {b}", f"{s:.3f} s",
+                     f"{n_images / s:,.0f} img/s, best of {repeats}; x{RECIPE_EPOCHS} epochs = "
+                     f"{RECIPE_EPOCHS * s:.1f} s"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 
 def format_table(rows):
     """Rows of (row, result, detail) strings as aligned columns under a header."""
@@ -237,16 +435,50 @@ def main(argv=None):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--json", default="", help="also write the rows to this JSON file")
+    p.add_argument("--json", default="", help="also write the rows to this JSON file ({gpu} in the path: the "
+                   "GPU's short name, e.g. h100)")
+    v = p.add_argument_group("variants of the step (--variants: only these rows, section 5)")
+    v.add_argument("--variants", action="store_true", help="time the variants of the training step and the "
+                   "evaluation batch sizes, side by side, instead of the default rows")
+    v.add_argument("--width", type=int, default=64, help="network width of the variants")
+    v.add_argument("--steps", type=int, default=None, help="timed steps per round (default 100 on CUDA, 3 elsewhere)")
+    v.add_argument("--warmup", type=int, default=None, help="steps before timing (default 10 on CUDA, 3 elsewhere)")
+    v.add_argument("--repeats", type=int, default=None, help="rounds, the best kept (default 3 on CUDA, 1 elsewhere)")
+    v.add_argument("--compile-backend", default="inductor", help="torch.compile backend of (b) and (c): "
+                   "inductor; aot_eager or eager for a quick check of the wiring on the CPU")
+    v.add_argument("--eval-images", type=int, default=10_000)
+    v.add_argument("--eval-batch-sizes", default=",".join(map(str, EVAL_BATCH_SIZES)))
     a = p.parse_args(argv)
     started = time.perf_counter()
     rt = utils.pick_runtime(a.device, a.precision)
     gpu = rt.device.type == "cuda"
-    n_aug = 50_000                                   # one CIFAR-10 training epoch, in every mode
+    if a.variants and rt.precision == "fp16" and not gpu:
+        p.error("--precision fp16 (autocast with a grad scaler, the T4's path) is measured on CUDA only; "
+                "on this device use --precision fp32 or bf16")
     rows = []
     print(f"bench.py on {rt.device} ({rt.describe().get('gpu', platform.processor() or platform.machine())}), "
           f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}, precision {rt.precision}",
           flush=True)
+    record = {}
+    if a.variants:
+        record = run_variants(rt, a, rows)
+    else:
+        run_default(rt, a, rows)
+    rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    rows.append(("peak CPU RSS", f"{rss_bytes / 2**30:.2f} GiB", ""))      # ru_maxrss: KiB, bytes on macOS
+    print("\n" + format_table(rows))
+    result = {"argv": sys.argv if argv is None else ["bench.py", *argv], "date": time.strftime("%Y-%m-%d"),
+              "runtime": rt.describe(), "seconds": round(time.perf_counter() - started, 1), "rows": rows, **record}
+    if a.json:
+        with open(a.json.replace("{gpu}", device_slug(rt)), "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def run_default(rt, a, rows):
+    """Rows 1 to 4 and the peak memory on CUDA."""
+    gpu = rt.device.type == "cuda"
+    n_aug = 50_000                                   # one CIFAR-10 training epoch, in every mode
     d = cifar.synthetic_cifar10(n_aug, 16)
     bench_augmentation(d.train_images, d.train_labels, rt, a.batch_size, rows)
     print(*rows[-3:], sep="\n", flush=True)
@@ -264,13 +496,28 @@ def main(argv=None):
         rows.append(("peak CUDA memory allocated", f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", ""))
     else:
         rows.append(("recipe 24 epochs (CUDA only)", "unmeasured", "no CUDA GPU here"))
-    rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    rows.append(("peak CPU RSS", f"{rss_bytes / 2**30:.2f} GiB", ""))      # ru_maxrss: KiB, bytes on macOS
-    print("\n" + format_table(rows))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"argv": sys.argv, "date": time.strftime("%Y-%m-%d"), "runtime": rt.describe(),
-                       "seconds": round(time.perf_counter() - started, 1), "rows": rows}, f, indent=2)
+
+
+def run_variants(rt, a, rows):
+    """Section 5: the variants of the step, then the evaluation batch sizes; their records."""
+    gpu = rt.device.type == "cuda"
+    steps = a.steps or (100 if gpu else 3)
+    warmup = a.warmup if a.warmup is not None else (10 if gpu else 3)
+    repeats = a.repeats or (3 if gpu else 1)
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    variants = bench_variants(rt, rows, width=a.width, batch_size=a.batch_size, warmup=warmup, steps=steps,
+                              repeats=repeats, backend=a.compile_backend)
+    print(*rows, sep="\n", flush=True)
+    sizes = [int(b) for b in a.eval_batch_sizes.split(",")]
+    evaluation = bench_eval_batch_sizes(rt, rows, sizes, a.eval_images, a.width, repeats=repeats)
+    print(*rows[-len(sizes):], sep="\n", flush=True)
+    if gpu:
+        rows.append(("peak CUDA memory allocated", f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
+                     "all variants held at once"))
+    return {"variants": variants, "evaluation_seconds": evaluation,
+            "settings": dict(width=a.width, batch_size=a.batch_size, steps=steps, warmup=warmup, repeats=repeats,
+                             compile_backend=a.compile_backend, eval_images=a.eval_images)}
 
 
 if __name__ == "__main__":
