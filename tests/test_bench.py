@@ -178,7 +178,17 @@ def test_device_slug_names_the_gpu_by_its_datasheet_piece(monkeypatch):
 # 5. The variants of the step (--variants)
 
 @pytest.fixture
-def fresh_dynamo():
+def one_cpu_thread():
+    """One intra-op thread: at these sizes a second one only waits, and on a machine whose cores
+    are busy with other work two threads run many times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_dynamo(one_cpu_thread):
     """torch.compile's caches emptied before and after: each test compiles from scratch, and no
     test can reach the recompile limit, past which a compiled function silently runs eagerly."""
     torch._dynamo.reset()
@@ -248,7 +258,7 @@ def test_the_compiled_model_variant_compiles_the_model_and_not_the_optimizer(fre
     assert opt.param_groups[0]["lr"] == 0.1 and len(opt.state) == len(list(model.parameters()))
 
 
-def test_the_optimizer_variants_set_only_foreach():
+def test_the_optimizer_variants_set_only_foreach(one_cpu_thread):
     settings = {key: bench.variant_step(key, CPU, width=4)[2].defaults for key in ("eager", "foreach", "for-loop")}
     assert (settings["eager"]["foreach"], settings["foreach"]["foreach"], settings["for-loop"]["foreach"]) == (None, True, False)
     for s in settings.values():
