@@ -16,16 +16,18 @@ Small scale (`--scale small`, the default), in this order, each run the full rec
              Then each JPEG-trained model judged on the original validation images and the
              reverse (predict.evaluate_tta, what `predict.py MODEL --evaluate` runs).
 2. fixed:    LRMAX = the median of the JPEG side's found LRMAX, LRMIN = LRMAX / 20, for both
-             sides, seeds 0..2: the data is the only variable.
+             sides, seeds 0..4: the data is the only variable. Where a found run's range test
+             found exactly these LRs, that run is the fixed-LR run (the test restores weights and
+             optimizer bit for bit): one is repeated with the LRs given, as a check, the rest reused.
 3. degraded: the JPEG copies re-encoded by Pillow at quality 50, 30 and 15 (4:2:0 as the copy
-             has it), fixed LRs, seeds 0..2. The fit of accuracy against the pixel error (mean
+             has it), fixed LRs, seeds 0..4. The fit of accuracy against the pixel error (mean
              absolute difference from the original pixels, grey levels of 255) through the JPEG
              points, extrapolated to error 0, is checked against the measured original point.
 
-Full scale (`--scale full`, needs a GPU: about 15 runs of 13 s on an H200): only JPEG copies exist
+Full scale (`--scale full`, needs a GPU: 25 runs of about 13 s on an H200): only JPEG copies exist
 of 45,000 of the images, so the original point is inferred: the default recipe (found LRs) on the
-40,000 / 10,000 JPEG split, seeds 0..2; then fixed LRs (median found LRMAX, / 20) on the JPEG
-copies and their re-encodings at 50, 30, 15, seeds 0..2; the same fit, extrapolated to error 0.
+40,000 / 10,000 JPEG split, seeds 0..4; then fixed LRs (median found LRMAX, / 20) on the JPEG
+copies and their re-encodings at 50, 30, 15, seeds 0..4; the same fit, extrapolated to error 0.
 The errors of the re-encodings are measured on the 5,000 pairs (the same operation on the same
 kind of pictures), since the originals of the rest are not here.
 
@@ -177,6 +179,10 @@ def cross_evaluate(args, folders, seeds):
     return rows
 
 
+def same_lrs(record, lrs):
+    return record is not None and (record["lr_max"], record["lr_min"]) == (lrs["lr_max"], lrs["lr_min"])
+
+
 def fixed_lrs(records):
     lr_max = statistics.median(r["lr_max"] for r in records)
     return {"lr_max": lr_max, "lr_min": lr_max / train.Config.lr_min_factor}
@@ -198,8 +204,16 @@ def run_plan(args):
         lrs = fixed_lrs([run_one(args, "found", "jpeg", folders["jpeg"], s, {}) for s in seeds])
         sides = ["jpeg"] + [f"jpeg-q{q}" for q in QUALITIES]
     print(f"fixed LRs: LRMAX {lrs['lr_max']:.4g}, LRMIN {lrs['lr_min']:.4g}", flush=True)
+    checked = False
     for s in range(args.fixed_seeds):              # by seed first: a cut plan stays balanced
         for name in sides:
+            if args.scale == "small" and name in ("original", "jpeg") and same_lrs(found.get((name, s)), lrs):
+                ## The range test found these very LRs: the found run IS the fixed-LR run (the test
+                ## restores the weights and optimizer bit for bit, and draws its own batches). One
+                ## such run is repeated with the LRs given, to check that; the rest are reused.
+                if checked:
+                    continue
+                checked = True
             run_one(args, "fixed", name, folders[name], s, lrs)
 
 
@@ -269,14 +283,41 @@ def load_records(out):
     return runs
 
 
+def reuse_found_runs(runs):
+    """The fixed arm on the original and JPEG sides: a found run whose range test found the fixed
+    LRs is that arm's run (see run_plan); -> {side: [seeds reused]}, and `runs` completed with them."""
+    reused = {}
+    fixed = [r for k, v in runs.items() if k[0] == "fixed" for r in v.values()]
+    if not fixed:
+        return reused
+    lrs = {"lr_max": fixed[0]["lr_max"], "lr_min": fixed[0]["lr_min"]}
+    for side in ("original", "jpeg"):
+        for seed, r in runs.get(("found", side), {}).items():
+            if same_lrs(r, lrs) and seed not in runs.setdefault(("fixed", side), {}):
+                runs["fixed", side][seed] = r
+                reused.setdefault(side, []).append(seed)
+    return reused
+
+
 def report(args):
     runs = load_records(args.out)
+    check = {}
+    for side in ("original", "jpeg"):         # a fixed run repeated from a found one: the same?
+        for seed, r in runs.get(("fixed", side), {}).items():
+            twin = runs.get(("found", side), {}).get(seed)
+            if twin and same_lrs(twin, r):
+                check[f"{side} seed {seed}"] = {
+                    "found_history": [h["test_acc"] for h in twin["history"]],
+                    "fixed_history": [h["test_acc"] for h in r["history"]],
+                    "identical": [h["test_correct"] for h in twin["history"]] == [h["test_correct"] for h in r["history"]]
+                                 and [h["train_loss"] for h in twin["history"]] == [h["train_loss"] for h in r["history"]]}
+    reused = reuse_found_runs(runs)
     acc = {k: {s: r["test_accuracy"] for s, r in v.items()} for k, v in runs.items()}
     errors = pixel_errors(os.path.join(args.out, "data", "pairs"))
     any_run = next(iter(next(iter(runs.values())).values()))
     out = {"scale": args.scale, "date": time.strftime("%Y-%m-%d"), "hardware": any_run["runtime"],
            "width": any_run["config"]["width"], "data": any_run["data"], "pixel_errors": errors,
-           "arms": {}, "runs": {f"{a}-{n}": {s: {"accuracy": r["test_accuracy"], "lr_max": r["lr_max"],
+           "arms": {}, "fixed_reuses_found": reused, "fixed_vs_found_check": check, "runs": {f"{a}-{n}": {s: {"accuracy": r["test_accuracy"], "lr_max": r["lr_max"],
                                                    "lr_min": r["lr_min"], "train_acc_last": r["history"][-1]["train_acc"],
                                                    "test_loss_last": r["history"][-1]["test_loss"],
                                                    "per_class": r["per_class_accuracy"],
@@ -291,6 +332,12 @@ def report(args):
                          f"{p['b']['mean']:.2f} ± {p['b']['std'] or 0:.2f} | {p['diff_mean']:+.2f} ± {p['diff_se'] or 0:.2f} |")
     print("| LRs | seeds | original (mean ± std) | JPEG (mean ± std) | original - JPEG (± s.e.) |\n|---|---|---|---|---|")
     print("\n".join(lines))
+    for name, c in check.items():
+        print(f"fixed-LR repeat of the found run, {name}: {'bit-identical' if c['identical'] else 'DIFFERENT'} "
+              f"({c['fixed_history'][-1]:.2f}% vs {c['found_history'][-1]:.2f}%)")
+    if reused:
+        print("fixed arm: the found runs with the same LRs reused for " +
+              "; ".join(f"{side} seeds {seeds}" for side, seeds in reused.items()))
     cross_path = os.path.join(args.out, "cross.json")
     if os.path.exists(cross_path):
         cross = json.load(open(cross_path))
@@ -377,7 +424,7 @@ def main(argv=None):
                    help="folder with cifar10_pairs.py, cifar10_jpeg.py and their data")
     p.add_argument("--width", type=int, default=64, help="network width (64: the specification)")
     p.add_argument("--seeds", type=int, default=5, help="seeds of the found-LR arm (small scale)")
-    p.add_argument("--fixed-seeds", type=int, default=3, help="seeds of the fixed-LR and degraded arms")
+    p.add_argument("--fixed-seeds", type=int, default=5, help="seeds of the fixed-LR and degraded arms")
     p.add_argument("--set", default="{}", help="JSON overrides for every run (smoke tests: tiny settings)")
     p.add_argument("--report", action="store_true", help="only the tables, fit and figure from the records")
     args = p.parse_args(argv)

@@ -72,3 +72,16 @@ def test_the_whole_plan_runs_and_reports_at_tiny_size(tmp_path, capsys):
     assert out["pixel_errors"]["original"]["mae"] == 0 and out["pixel_errors"]["jpeg-q15"]["mae"] > 0
     assert (tmp_path / "jpeg_penalty.png").exists() and (tmp_path / "jpeg_penalty.json").exists()
     assert "| found | 2 |" in capsys.readouterr().out
+
+
+def test_found_runs_with_the_fixed_lrs_serve_as_the_fixed_arm():
+    def rec(lr_max, seed):
+        return {"lr_max": lr_max, "lr_min": lr_max / 20, "seed": seed}
+    runs = {("found", "original"): {0: rec(0.3, 0), 1: rec(0.3, 1), 2: rec(0.2, 2)},
+            ("found", "jpeg"): {0: rec(0.3, 0), 1: rec(0.3, 1)},
+            ("fixed", "original"): {0: rec(0.3, 0)}, ("fixed", "jpeg-q50"): {0: rec(0.3, 0)}}
+    reused = jpeg_penalty.reuse_found_runs(runs)
+    assert reused == {"original": [1], "jpeg": [0, 1]}            # not seed 2: its test found 0.2
+    assert runs["fixed", "original"][1] is runs["found", "original"][1]
+    assert runs["fixed", "original"][0]["lr_max"] == 0.3 and 2 not in runs["fixed", "original"]
+    assert jpeg_penalty.reuse_found_runs({("found", "jpeg"): {0: rec(0.3, 0)}}) == {}     # no fixed arm yet
