@@ -128,3 +128,12 @@ def test_the_checks_catch_a_broken_link_and_a_removed_flag(tmp_path):
     problems = [parse(s, a) for s, a in found]
     assert problems[0] is None and problems[2] is None and problems[3] is None
     assert problems[1] == "python train.py --no-such-flag 1: exit 2"
+
+
+def test_the_flags_table_names_every_flag():
+    """docs/running.md's table of flags (the --help groups, as a page) misses none of them."""
+    import dataclasses
+    table = read(os.path.join(ROOT, "docs", "running.md"))
+    missing = [f.name for f in dataclasses.fields(train.Config)
+               if f"| `--{f.name.replace('_', '-')}" not in table]
+    assert missing == []
