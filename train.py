@@ -54,7 +54,7 @@ class Config:
     # --- recipe: schedule (one cycle, per step; docs/SPEC.md section 2), optimizer, model, seeds
     epochs: int = opt(24, "training epochs; at least peak_epoch")
     peak_epoch: Optional[float] = opt(None, "the LR rises linearly to LRMAX at the end of this epoch, then "
-                                      "falls", "5/24 of the epochs: 5 of 24")
+                                      "falls", "5/24 of the epochs, 5 of 24")
     batch_size: int = opt(512, "training images per step (the last incomplete batch is dropped)")
     lr_min: Optional[float] = opt(None, "LRMIN, start and end of the cycle (giving it skips the range test)",
                                   "LRMAX / lr_min_factor")
@@ -62,20 +62,21 @@ class Config:
                                   "found by the LR range test")
     momentum: float = opt(0.9, "SGD momentum")
     nesterov: bool = opt(True, "Nesterov momentum (--no-nesterov for heavy-ball)")
-    weight_decay: float = opt(5e-4, "L2 weight decay on every parameter, as in Page's ResNet-9")
+    weight_decay: float = opt(5e-4, "L2 weight decay, on every parameter unless --no-bn-weight-decay "
+                              "(Page's ResNet-9: every parameter)")
     bn_weight_decay: bool = opt(True, "weight decay on BatchNorm's scales and shifts too, as in Page's "
                                 "ResNet-9 (--no-bn-weight-decay: on the conv and FC weights only)")
-    label_smoothing: float = opt(0.0, "label smoothing of the loss (Page's final version uses 0.2)", "0: none")
+    label_smoothing: float = opt(0.0, "label smoothing of the loss (Page's final version uses 0.2)", "0, none")
     ema_epochs: float = opt(0.0, "evaluate an exponential moving average of the weights (and BatchNorm "
                             "statistics) with this time constant in epochs, instead of the trained weights "
-                            "(Page's bag of tricks)", "0: off")
+                            "(Page's bag of tricks)", "0, off")
     width: int = opt(64, "channels of the prep layer (64 = the specification; small for quick tests)")
     seed: int = opt(0, "seed of the weights and the data order; CPU fp32 runs are bit-reproducible")
     seeds: int = opt(1, "run the whole recipe (range test included) for seeds seed .. seed+N-1, each in "
                      "<out_dir>/seed-<s>/, then write <out_dir>/summary.json; the same command again "
-                     "continues an interrupted series", "1: one run")
+                     "continues an interrupted series", "1, one run")
     # --- LR range test (lr_finder.py); runs only when lr_max and lr_min are both None
-    lr_test_iters: int = opt(0, "steps of the range test", "0: auto, one epoch's steps clamped to 20..100")
+    lr_test_iters: int = opt(0, "steps of the range test", "0, auto: one epoch's steps, clamped to 20..100")
     lr_test_start: float = opt(1e-3, "first LR of the range test")
     lr_test_end: float = opt(10.0, "last LR of the range test (grows exponentially from the first)")
     lr_backoff: float = opt(lr_finder.BACKOFF, "LRMAX = the LR at the first minimum of the smoothed loss / "
@@ -91,28 +92,28 @@ class Config:
                           "checks the pipeline, says nothing about accuracy on CIFAR-10")
     synthetic_train: int = opt(2560, "number of synthetic training images (with --synthetic)")
     synthetic_test: int = opt(1000, "number of synthetic test images (with --synthetic)")
-    subset: int = opt(0, "keep only the first N training and the first N test images", "0: all")
+    subset: int = opt(0, "keep only the first N training and the first N held-out images", "0, all")
     pad_mode: str = opt("reflect", "padding of the random crop: reflect (Page, airbench) or zeros (torchvision)")
-    cutout: int = opt(8, "side of the Cutout square in pixels; 0 = no Cutout")
+    cutout: int = opt(8, "side of the Cutout square in pixels (0: no Cutout)")
     cutout_inside: bool = opt(False, "keep the Cutout square whole inside the image, always cutout^2 pixels "
                               "(Page's cifar10-fast); off: its centre anywhere, the square clipped at the "
                               "border (DeVries & Taylor)")
     # --- output and reports
     out_dir: str = opt("./out", "where metrics.json, model.pt, checkpoint.pt and the plots go")
     resume: str = opt("", "path of a checkpoint.pt to continue from, exactly where it stopped",
-                      "none: a new run")
+                      "none, a new run")
     tta: bool = opt(False, "flip test-time augmentation: evaluate on the mean of the logits of each image "
                     "and its mirror image (off in the specification's recipe)")
     gradcam_layer: str = opt("layer3", "where gradcam.png's maps are taken: prep (32x32), layer1 (16x16), "
                              "layer2 (8x8), layer3 (4x4), or a part inside them such as layer1.res")
-    eval_batch_size: int = opt(1000, "test images per evaluation batch")
+    eval_batch_size: int = opt(1000, "held-out images per evaluation batch")
     log_every: int = opt(10, "read the running loss/accuracy from the device every N steps")
     plots: bool = opt(True, "save the plots at the end of the run (--no-plots skips them)")
     progress: bool = opt(True, "show a progress bar per epoch (--no-progress for plain logs)")
     # --- device and precision
-    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps", "auto: CUDA, else MPS, else the CPU")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps", "auto, CUDA, else MPS, else the CPU")
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16",
-                         "auto: bf16 where supported, fp16 with a grad scaler on older GPUs, else fp32")
+                         "auto, bf16 where supported, fp16 with a grad scaler on older GPUs, else fp32")
     compile: bool = opt(False, "torch.compile the model (compile time is reported separately)")
 
 
@@ -273,8 +274,9 @@ def build(cfg: Config, rt: utils.Runtime):
     model = model.to(rt.device, memory_format=torch.channels_last)
     params = list(model.parameters())
     if not cfg.bn_weight_decay:
-        ## BatchNorm's scale and shift (the only 1-D parameters: the convs and the FC have no bias)
-        ## set a channel's size, not its fit to the data: decaying them only shrinks activations.
+        ## BatchNorm's scale and shift (the only 1-D parameters: the convs and the FC have no bias).
+        ## A hypothesis to measure (docs/recipe-candidates.md): their decay mostly shrinks the
+        ## activations, which the next BatchNorm undoes, so it regularises little and slows the fit.
         params = [{"params": [p for p in params if p.ndim > 1]},
                   {"params": [p for p in params if p.ndim == 1], "weight_decay": 0.0}]
     optimizer = torch.optim.SGD(params, lr=cfg.lr_min or 0.0, momentum=cfg.momentum,
@@ -329,13 +331,13 @@ class WeightAverage:
         self.decay = math.exp(-1 / (ema_epochs * steps_per_epoch))
         pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
         self.floats = [[a for a, _ in pairs if a.is_floating_point()], [b for a, b in pairs if a.is_floating_point()]]
-        self.counts = [(a, b) for a, b in pairs if not a.is_floating_point()]     # BN's num_batches_tracked
+        # BN's num_batches_tracked: copied, not averaged (unused while BN's momentum is set)
+        self.counts = [[a for a, _ in pairs if not a.is_floating_point()], [b for a, b in pairs if not a.is_floating_point()]]
 
     @torch.no_grad()
     def update(self):
         torch._foreach_lerp_(self.floats[0], self.floats[1], 1 - self.decay)       # one launch, not 70
-        for a, b in self.counts:
-            a.copy_(b)
+        torch._foreach_copy_(self.counts[0], self.counts[1])
 
 
 def train_step(model, x, y, optimizer, scaler, autocast, loss_fn):
@@ -447,9 +449,15 @@ def read_checkpoint(path) -> dict:
     return ckpt
 
 
+def with_defaults(saved: dict) -> dict:
+    """A config saved by an earlier version, completed with today's defaults for the settings
+    added since (each new setting's default is the behaviour that version had)."""
+    return {**{f.name: f.default for f in dataclasses.fields(Config)}, **saved}
+
+
 def resume_config(ckpt, overrides, path) -> Config:
     """The checkpoint's config, with the overrides a resumed run may change."""
-    saved = ckpt["config"]
+    saved = with_defaults(ckpt["config"])
     clash = {k: v for k, v in overrides.items()
              if k not in RESUME_FREE and k in saved and saved[k] != v}
     if clash:
@@ -578,7 +586,7 @@ def earlier_run(folder, run_overrides):
         return None
     with open(path) as f:
         record = json.load(f)
-    want, have = dataclasses.asdict(make_config(run_overrides)), record["config"]
+    want, have = dataclasses.asdict(make_config(run_overrides)), with_defaults(record["config"])
     for k, v in want.items():
         if k not in RESUME_FREE and have.get(k) != v:
             raise UsageError(f"{folder} holds a run made with {k}={have.get(k)!r}, but this series asks for "

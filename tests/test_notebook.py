@@ -56,15 +56,18 @@ sys.modules.update({"google": google, "google.colab": colab})
 """
 
 
-def test_on_colab_the_run_is_saved_and_an_uploaded_picture_explained(tmp_path):
+@pytest.mark.parametrize("out_on_drive", [False, True])
+def test_on_colab_the_run_is_saved_and_an_uploaded_picture_explained(tmp_path, out_on_drive):
     """The save and upload cells on Colab, with google.colab.files faked: a zip of the run is
-    offered for download and copied to the mounted Drive, and an uploaded photo gets its top-3
-    and a Grad-CAM picture, from the model the run wrote."""
+    offered for download and copied to the mounted Drive (or left there, when the run was written
+    to Drive already), and an uploaded photo gets its top-3 and a Grad-CAM picture, from the
+    model the run wrote."""
     import torch
     from custom_resnet import CustomResNet
-    out, drive = tmp_path / "out", tmp_path / "drive"
-    out.mkdir()
-    drive.mkdir()
+    drive = tmp_path / "drive"
+    out = drive / "out" if out_on_drive else tmp_path / "out"
+    out.mkdir(parents=True)
+    drive.mkdir(exist_ok=True)                           # mounted
     torch.save(CustomResNet(width=8).state_dict(), out / "model.pt")
     nb = nbformat.read(os.path.join(ROOT, "run.ipynb"), as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
@@ -80,7 +83,8 @@ def test_on_colab_the_run_is_saved_and_an_uploaded_picture_explained(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     archive = str(out) + ".zip"
-    assert f"DOWNLOAD {archive}" in text and "copied to Google Drive" in text
+    assert f"DOWNLOAD {archive}" in text
+    assert ("on Google Drive already" if out_on_drive else "copied to Google Drive") in text
     import zipfile
     for zipped in (archive, drive / "out.zip"):
         assert "model.pt" in zipfile.ZipFile(zipped).namelist()

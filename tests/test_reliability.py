@@ -90,6 +90,25 @@ def test_resume_refuses_a_changed_setting_but_allows_output_settings(tmp_path, m
     assert r["status"] == "complete" and (tmp_path / "elsewhere" / "model.pt").exists()
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tmp_path, monkeypatch, interrupt_in_epoch):
+    """A checkpoint saved by a version without ema_epochs, cutout_inside and bn_weight_decay
+    resumes (their defaults are that version's behaviour), and asking for another value of one
+    of them is refused, not silently dropped."""
+    interrupt_in_epoch(2)
+    with pytest.raises(train.Interrupted):
+        train.main(**TINY, out_dir=str(tmp_path))
+    monkeypatch.undo()
+    path = tmp_path / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    for k in ("ema_epochs", "cutout_inside", "bn_weight_decay"):
+        del ckpt["config"][k]
+    del ckpt["average"]
+    torch.save(ckpt, path)
+    with pytest.raises(UsageError, match="made with ema_epochs=0.0.*ema_epochs=2"):
+        train.main(resume=str(path), ema_epochs=2.0)
+    assert train.main(resume=str(path), progress=False)["status"] == "complete"
+
+
 # ----------------------------------------------------------------------------------------------
 # Bad checkpoints
 
@@ -295,3 +314,17 @@ def test_resume_with_a_weight_average_is_bit_identical(tmp_path, monkeypatch, in
     assert comparable(resumed) == comparable(full)
     a, b = weights(tmp_path / "cut" / "model.pt"), weights(tmp_path / "full" / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_series_run_from_before_a_setting_existed_is_kept(tmp_path):
+    """--seeds continues a series whose finished runs were recorded before a setting existed;
+    a record made with another value of a setting is still refused."""
+    import dataclasses
+    overrides = {**TINY, "seed": 3}
+    config = dataclasses.asdict(train.make_config(overrides))
+    old = {k: v for k, v in config.items() if k not in ("ema_epochs", "cutout_inside", "bn_weight_decay")}
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "complete", "config": old}))
+    assert train.earlier_run(str(tmp_path), overrides)["config"] == old
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "complete", "config": {**old, "cutout_inside": True}}))
+    with pytest.raises(UsageError, match="cutout_inside=True"):
+        train.earlier_run(str(tmp_path), overrides)

@@ -149,7 +149,7 @@ def test_help_groups_every_setting_and_says_what_empty_defaults_mean():
     flat = " ".join(out.split())
     assert "(default: None)" not in flat and "(default: )" not in flat
     assert "--lr-max LR LRMAX, the peak LR (giving it skips the range test) (default: found by the LR range test)" in flat
-    assert "--resume PATH" in flat and "(default: none: a new run)" in flat
+    assert "--resume PATH" in flat and "(default: none, a new run)" in flat
     assert "(default: on)" in flat and "(default: off)" in flat
 
 
@@ -159,10 +159,12 @@ def test_help_examples_parse_and_match_the_defaults():
     assert len(commands) >= 5
     for argv in commands:
         train.parse_args(argv)                    # SystemExit on a flag that no longer exists
-    # the LRMIN it promises for --lr-max 0.4 is the one a run would use
+    # the LRMIN it promises for --lr-max 0.4 is the one such a run uses
     line = next(line for line in examples.splitlines() if "--lr-max 0.4" in line)
-    factor = float(line.split("/")[-1])
-    assert factor == train.Config.lr_min_factor
+    promised = 0.4 / float(line.split("/")[-1])
+    cfg = train.make_config(train.parse_args(["--lr-max", "0.4"]))
+    lr_min, lr_max, _, _ = train.find_lrs(cfg, None, None, None, None, None, None, print)
+    assert (lr_min, lr_max) == (pytest.approx(promised), 0.4)
 
 
 def test_unknown_flag_is_one_clear_line():
