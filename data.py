@@ -353,8 +353,9 @@ class DeviceLoader:
 
     train=True: each pass reshuffles and applies RandomCrop 32 after padding 4 >> FlipLR >>
     Cutout 8x8, drawn per image (cutout_inside: the square always whole inside the image, as in
-    Page's cifar10-fast, instead of its centre anywhere and the square clipped); the last incomplete batch is dropped (as in Page's loader: every
-    step then has the full batch for BatchNorm). train=False: fixed order, no augmentation,
+    Page's cifar10-fast, instead of its centre anywhere and the square clipped); the last
+    incomplete batch is dropped (as in Page's loader: every step then has the full batch for
+    BatchNorm). train=False: fixed order, no augmentation,
     every image once. The draws of pass e are a function of (seed, e) only, so a run can be
     resumed at any epoch with the same data order (`loader.epoch` counts passes).
     """
@@ -420,7 +421,7 @@ class DeviceLoader:
     def draws(self, epoch):
         """Every random draw of training pass `epoch`, made at once: a dict of (N,) tensors on the
         device: order (a permutation), crop offsets dy, dx in 0..8, flip (bool), Cutout centre
-        cy, cx in 0..31. A function of (seed, epoch) only, on every device: they are drawn by
+        cy, cx in 0..31 (with cutout_inside: where the square fits). A function of (seed, epoch) only, on every device: they are drawn by
         the CPU's generator (CUDA's draws another stream) and copied over once per pass, about
         2 MB for CIFAR-10, so a run resumed on another device sees the same data order."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

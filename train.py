@@ -330,9 +330,9 @@ class WeightAverage:
         self.model.requires_grad_(False)
         self.decay = math.exp(-1 / (ema_epochs * steps_per_epoch))
         pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
-        self.floats = [[a for a, _ in pairs if a.is_floating_point()], [b for a, b in pairs if a.is_floating_point()]]
-        # BN's num_batches_tracked: copied, not averaged (unused while BN's momentum is set)
-        self.counts = [[a for a, _ in pairs if not a.is_floating_point()], [b for a, b in pairs if not a.is_floating_point()]]
+        floats = [p for p in pairs if p[0].is_floating_point()]      # weights, BN statistics: averaged
+        counts = [p for p in pairs if not p[0].is_floating_point()]  # BN's num_batches_tracked: copied
+        self.floats, self.counts = [list(t) for t in zip(*floats)], [list(t) for t in zip(*counts)]
 
     @torch.no_grad()
     def update(self):

@@ -26,6 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import series  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
 
@@ -91,24 +92,27 @@ PLANS = {"grid": GRID, "diagnose": DIAGNOSE, "candidates": CANDIDATES}
 
 def paired_table(rows, baseline="default"):
     """Markdown: each arm (the run name before "-s<seed>") against `baseline` on the seeds both
-    finished: mean ± sample std of the validation accuracy, and the paired difference ± its
-    standard error (std of the per-seed differences / sqrt(n))."""
-    import statistics
-    acc = {}
+    finished (series.paired_difference): mean ± sample std of the validation accuracy, the paired
+    difference ± its standard error, and how many runs diverged (never left out silently)."""
+    acc, diverged = {}, {}
     for r in rows:
-        if r["val_accuracy"] is not None:
-            acc.setdefault(r["name"].rsplit("-s", 1)[0], {})[r["seed"]] = r["val_accuracy"]
-    lines = ["| arm | seeds | validation accuracy (mean ± std) | minus default (± s.e.) |", "|---|---|---|---|"]
-    for arm, by_seed in acc.items():
-        seeds = sorted(set(by_seed) & set(acc.get(baseline, {})))
-        values = [by_seed[s] for s in sorted(by_seed)]
-        std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        arm = r["name"].rsplit("-s", 1)[0]
+        if r["val_accuracy"] is None:
+            diverged[arm] = diverged.get(arm, 0) + 1
+        else:
+            acc.setdefault(arm, {})[r["seed"]] = r["val_accuracy"]
+    lines = ["| arm | seeds | validation accuracy (mean ± std) | minus default (± s.e.) | diverged |",
+             "|---|---|---|---|---|"]
+    for arm in sorted(set(acc) | set(diverged), key=lambda a: a != baseline):
+        d = series.describe(list(acc.get(arm, {}).values()))
+        mean = "-" if d["mean"] is None else f"{d['mean']:.2f}" + (f" ± {d['std']:.2f}" if d["std"] else "")
         diff = "-"
-        if arm != baseline and seeds:
-            d = [by_seed[s] - acc[baseline][s] for s in seeds]
-            se = f" ± {statistics.stdev(d) / len(d) ** 0.5:.2f}" if len(d) > 1 else ""
-            diff = f"{statistics.fmean(d):+.2f}{se} ({len(d)} pairs)"
-        lines.append(f"| {arm} | {len(values)} | {statistics.fmean(values):.2f}{std} | {diff} |")
+        if arm != baseline and arm in acc and baseline in acc:
+            p = series.paired_difference(acc[arm], acc[baseline])
+            if p["seeds"]:
+                se = f" ± {p['diff_se']:.2f}" if p["diff_se"] else ""
+                diff = f"{p['diff_mean']:+.2f}{se} ({len(p['seeds'])} pairs)"
+        lines.append(f"| {arm} | {d['n']} | {mean} | {diff} | {diverged.get(arm, 0)} |")
     return "\n".join(lines)
 
 

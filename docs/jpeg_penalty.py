@@ -52,6 +52,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import data as cifar  # noqa: E402
+import series  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
 
@@ -135,24 +136,22 @@ def prepare(args):
 # Runs
 
 def run_one(args, arm, data_name, folder, seed, lrs):
-    """train.main on `folder` (finished runs kept, interrupted ones resumed); -> its record."""
+    """train.main on `folder`; -> its record. A finished run (complete or diverged) is kept, after
+    train.earlier_run checked it was made with these settings; an interrupted one resumes."""
     out_dir = os.path.join(args.out, "runs", f"{arm}-{data_name}", f"seed-{seed}")
-    metrics = os.path.join(out_dir, "metrics.json")
-    if os.path.exists(metrics):
-        with open(metrics) as f:
-            record = json.load(f)
-        if record["status"] in ("complete", "diverged"):
-            return record
     settings = {"data_dir": folder, "download": False, "width": args.width, "seed": seed,
                 "out_dir": out_dir, "plots": False, "progress": False, **lrs, **json.loads(args.set)}
+    record = train.earlier_run(out_dir, settings)
+    if record and record["status"] in ("complete", "diverged"):
+        return record
     checkpoint = os.path.join(out_dir, "checkpoint.pt")
-    if os.path.exists(checkpoint):
-        settings = {"resume": checkpoint, "out_dir": out_dir, "progress": False, "plots": False}
+    if record and os.path.exists(checkpoint):
+        settings = {**{k: v for k, v in settings.items() if k in train.RESUME_FREE}, "resume": checkpoint}
     t = time.perf_counter()
     try:
         record = train.main(**settings)
     except train.Diverged:
-        with open(metrics) as f:
+        with open(os.path.join(out_dir, "metrics.json")) as f:
             record = json.load(f)
     acc = record.get("test_accuracy")
     print(f"=== {arm} {data_name} seed {seed}: LRMAX {record['lr_max']:.4g} LRMIN {record['lr_min']:.4g} -> "
@@ -165,7 +164,7 @@ def cross_evaluate(args, folders, seeds):
     """The found arm's models judged on the other side's validation images (plain and flip TTA)."""
     import predict
     path = os.path.join(args.out, "cross.json")
-    rows = json.load(open(path)) if os.path.exists(path) else []
+    rows = read_json(path) if os.path.exists(path) else []
     done = {(r["trained_on"], r["seed"]) for r in rows}
     for seed in seeds:
         for trained_on, judged_on in (("jpeg", "original"), ("original", "jpeg")):
@@ -181,6 +180,11 @@ def cross_evaluate(args, folders, seeds):
 
 def same_lrs(record, lrs):
     return record is not None and (record["lr_max"], record["lr_min"]) == (lrs["lr_max"], lrs["lr_min"])
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
 
 
 def fixed_lrs(records):
@@ -237,50 +241,65 @@ def t_quantile(p, df):
     return (lo + hi) / 2
 
 
-def paired(a, b):
-    """a and b: {seed: accuracy}; the statistics of each and of a - b over the seeds both have."""
-    seeds = sorted(set(a) & set(b))
-    d = [a[s] - b[s] for s in seeds]
-    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
-    return {"seeds": seeds, "a": describe([a[s] for s in seeds]), "b": describe([b[s] for s in seeds]),
-            "diff_mean": statistics.fmean(d) if d else None, "diff_se": se, "diffs": d}
-
-
 def describe(v):
-    return {"n": len(v), "mean": statistics.fmean(v) if v else None,
-            "std": statistics.stdev(v) if len(v) > 1 else None}
+    return series.describe(list(v))
 
 
 def fit_at_zero(xs, ys, degree):
-    """Least squares polynomial of `degree` through the runs (x = pixel error, y = accuracy);
-    -> the fitted accuracy at x = 0 with its 95% confidence interval (t, n - degree - 1 df)."""
+    """Least squares polynomial of `degree` through the points (x = pixel error, y = accuracy);
+    -> its coefficients (constant first), the fitted accuracy at x = 0, and, where the points
+    leave degrees of freedom, the 95% confidence interval of that value for independent points
+    (t with n - degree - 1 df; se and ci95 None where there are none)."""
     X = np.vander(np.asarray(xs, float), degree + 1, increasing=True)        # (n, degree + 1)
     y = np.asarray(ys, float)
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     dof = len(y) - degree - 1
-    resid = y - X @ coef
-    s2 = float(resid @ resid) / dof
-    cov = s2 * np.linalg.inv(X.T @ X)
-    se0 = math.sqrt(cov[0, 0])                                               # x = 0: the intercept
-    half = t_quantile(0.975, dof) * se0
-    return {"degree": degree, "coef": coef.tolist(), "at_zero": float(coef[0]), "se": se0,
-            "ci95": [float(coef[0] - half), float(coef[0] + half)], "dof": dof, "residual_std": math.sqrt(s2)}
+    out = {"degree": degree, "coef": coef.tolist(), "at_zero": float(coef[0]), "dof": dof, "se": None, "ci95": None}
+    if dof > 0:
+        resid = y - X @ coef
+        s2 = float(resid @ resid) / dof
+        se0 = math.sqrt(s2 * np.linalg.inv(X.T @ X)[0, 0])                    # x = 0: the intercept
+        half = t_quantile(0.975, dof) * se0
+        out.update(se=se0, ci95=[float(coef[0] - half), float(coef[0] + half)], residual_std=math.sqrt(s2))
+    return out
+
+
+def extrapolate_by_seed(points_by_seed, degree):
+    """The accuracy at pixel error 0, seed by seed: points_by_seed maps seed -> [(error, accuracy)]
+    (one point per data version). A seed's runs share their initial weights and data order, so
+    its points are not independent of each other: each seed gets its own fit, and the interval
+    comes from the spread of the seeds' intercepts (mean ± t(n - 1) std / sqrt(n)). It holds
+    for the polynomial's form; the extrapolation reaches well below the least error measured."""
+    seeds = sorted(s for s, pts in points_by_seed.items() if len({x for x, _ in pts}) > degree)
+    fits = {s: fit_at_zero(*zip(*points_by_seed[s]), degree) for s in seeds}
+    at_zero = {s: f["at_zero"] for s, f in fits.items()}
+    out = {"degree": degree, "seeds": seeds, "at_zero_by_seed": at_zero,
+           "coef_mean": np.mean([f["coef"] for f in fits.values()], axis=0).tolist() if fits else None,
+           **{k: None for k in ("mean", "se", "ci95")}}
+    if len(seeds) > 1:
+        v = list(at_zero.values())
+        se = statistics.stdev(v) / math.sqrt(len(v))
+        half = t_quantile(0.975, len(v) - 1) * se
+        out.update(mean=statistics.fmean(v), se=se, ci95=[statistics.fmean(v) - half, statistics.fmean(v) + half])
+    return out
 
 
 def load_records(out):
-    """{(arm, data name): {seed: record}} of every finished run under out/runs."""
-    runs = {}
+    """-> ({(arm, data name): {seed: record}} of every complete run under out/runs,
+    {(arm, data name): [seeds]} of the diverged ones: counted, never silently left out)."""
+    runs, diverged = {}, {}
     base = os.path.join(out, "runs")
     for cond in sorted(os.listdir(base)) if os.path.isdir(base) else []:
         arm, name = cond.split("-", 1)
         for seed_dir in sorted(os.listdir(os.path.join(base, cond))):
             path = os.path.join(base, cond, seed_dir, "metrics.json")
             if os.path.exists(path):
-                with open(path) as f:
-                    r = json.load(f)
+                r = read_json(path)
                 if r["status"] == "complete":
                     runs.setdefault((arm, name), {})[r["config"]["seed"]] = r
-    return runs
+                elif r["status"] == "diverged":
+                    diverged.setdefault((arm, name), []).append(r["config"]["seed"])
+    return runs, diverged
 
 
 def reuse_found_runs(runs):
@@ -299,121 +318,166 @@ def reuse_found_runs(runs):
     return reused
 
 
-def report(args):
-    runs = load_records(args.out)
+JPEG_SIDES = ["jpeg"] + [f"jpeg-q{q}" for q in QUALITIES]
+
+
+def repeat_check(runs):
+    """Each fixed-LR run that repeats a found run with the same LRs, against it: identical?"""
     check = {}
-    for side in ("original", "jpeg"):         # a fixed run repeated from a found one: the same?
+    for side in ("original", "jpeg"):
         for seed, r in runs.get(("fixed", side), {}).items():
             twin = runs.get(("found", side), {}).get(seed)
             if twin and same_lrs(twin, r):
-                check[f"{side} seed {seed}"] = {
-                    "found_history": [h["test_acc"] for h in twin["history"]],
-                    "fixed_history": [h["test_acc"] for h in r["history"]],
-                    "identical": [h["test_correct"] for h in twin["history"]] == [h["test_correct"] for h in r["history"]]
-                                 and [h["train_loss"] for h in twin["history"]] == [h["train_loss"] for h in r["history"]]}
-    reused = reuse_found_runs(runs)
+                same = all(a[k] == b[k] for a, b in zip(twin["history"], r["history"])
+                           for k in ("test_correct", "train_loss", "test_loss"))
+                check[f"{side} seed {seed}"] = {"identical": same and len(twin["history"]) == len(r["history"]),
+                                                "found": twin["test_accuracy"], "fixed": r["test_accuracy"]}
+    return check
+
+
+def table(rows, header):
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                      + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def pm(d, key="std"):
+    return f"{d['mean']:.2f} ± {d[key] or 0:.2f}"
+
+
+def report(args):
+    runs, diverged = load_records(args.out)
+    check = repeat_check(runs)
+    # the found runs stand in for the fixed arm only where a repeat showed them identical
+    reused = reuse_found_runs(runs) if check and all(c["identical"] for c in check.values()) else {}
     acc = {k: {s: r["test_accuracy"] for s, r in v.items()} for k, v in runs.items()}
     errors = pixel_errors(os.path.join(args.out, "data", "pairs"))
-    any_run = next(iter(next(iter(runs.values())).values()))
-    out = {"scale": args.scale, "date": time.strftime("%Y-%m-%d"), "hardware": any_run["runtime"],
-           "width": any_run["config"]["width"], "data": any_run["data"], "pixel_errors": errors,
-           "arms": {}, "fixed_reuses_found": reused, "fixed_vs_found_check": check, "runs": {f"{a}-{n}": {s: {"accuracy": r["test_accuracy"], "lr_max": r["lr_max"],
-                                                   "lr_min": r["lr_min"], "train_acc_last": r["history"][-1]["train_acc"],
-                                                   "test_loss_last": r["history"][-1]["test_loss"],
-                                                   "per_class": r["per_class_accuracy"],
-                                                   "train_seconds": r["timings"].get("train_seconds")}
-                                               for s, r in v.items()} for (a, n), v in runs.items()}}
-    lines = []
+    first = next(iter(next(iter(runs.values())).values()))
+    out = {"scale": args.scale, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+           "hardware": first["runtime"], "width": first["config"]["width"], "data": first["data"],
+           "pixel_errors": errors, "diverged": {f"{a}-{n}": v for (a, n), v in diverged.items()},
+           "fixed_vs_found_check": check, "fixed_reuses_found": reused, "arms": {},
+           "runs": {f"{a}-{n}": {s: {"accuracy": r["test_accuracy"], "lr_max": r["lr_max"], "lr_min": r["lr_min"],
+                                     "train_acc_last": r["history"][-1]["train_acc"],
+                                     "test_loss_last": r["history"][-1]["test_loss"],
+                                     "per_class": r["per_class_accuracy"],
+                                     "train_seconds": r["timings"].get("train_seconds")}
+                                 for s, r in v.items()} for (a, n), v in runs.items()}}
+    rows = []
     for arm in ("found", "fixed"):
         if (arm, "original") in acc and (arm, "jpeg") in acc:
-            p = paired(acc[arm, "original"], acc[arm, "jpeg"])
-            out["arms"][arm] = p
-            lines.append(f"| {arm} | {len(p['seeds'])} | {p['a']['mean']:.2f} ± {p['a']['std'] or 0:.2f} | "
-                         f"{p['b']['mean']:.2f} ± {p['b']['std'] or 0:.2f} | {p['diff_mean']:+.2f} ± {p['diff_se'] or 0:.2f} |")
-    print("| LRs | seeds | original (mean ± std) | JPEG (mean ± std) | original - JPEG (± s.e.) |\n|---|---|---|---|---|")
-    print("\n".join(lines))
+            p = out["arms"][arm] = series.paired_difference(acc[arm, "original"], acc[arm, "jpeg"])
+            lost = sum(len(diverged.get((arm, side), [])) for side in ("original", "jpeg"))
+            rows.append((arm, len(p["seeds"]), pm(p["a"]), pm(p["b"]),
+                         f"{p['diff_mean']:+.2f} ± {p['diff_se'] or 0:.2f}", lost))
+    print(table(rows, ("LRs", "seeds", "original (mean ± std)", "JPEG (mean ± std)",
+                       "original - JPEG (± s.e.)", "diverged")))
     for name, c in check.items():
-        print(f"fixed-LR repeat of the found run, {name}: {'bit-identical' if c['identical'] else 'DIFFERENT'} "
-              f"({c['fixed_history'][-1]:.2f}% vs {c['found_history'][-1]:.2f}%)")
+        print(f"fixed-LR repeat of the found run, {name}: {'identical' if c['identical'] else 'DIFFERENT'} "
+              f"({c['fixed']:.2f}% vs {c['found']:.2f}%)")
     if reused:
-        print("fixed arm: the found runs with the same LRs reused for " +
+        print("fixed arm: the found runs with the same LRs stand in for " +
               "; ".join(f"{side} seeds {seeds}" for side, seeds in reused.items()))
-    cross_path = os.path.join(args.out, "cross.json")
-    if os.path.exists(cross_path):
-        cross = json.load(open(cross_path))
-        out["cross"] = cross
-        print("\n| trained on | judged on | seeds | accuracy (mean ± std) | with flip TTA |\n|---|---|---|---|---|")
-        for side in ("original", "jpeg"):
-            for judged in ("original", "jpeg"):
-                if judged == side:
-                    v = [acc["found", side][s] for s in sorted(acc.get(("found", side), {}))]
-                    tta = None
-                else:
-                    rows = [r for r in cross if r["trained_on"] == side]
-                    v, tta = [r["accuracy"] for r in rows], [r["tta_accuracy"] for r in rows]
-                if v:
-                    d = describe(v)
-                    tt = f"{statistics.fmean(tta):.2f}" if tta else "-"
-                    print(f"| {side} | {judged} | {d['n']} | {d['mean']:.2f} ± {d['std'] or 0:.2f} | {tt} |")
-    if ("found", "original") in runs and ("found", "jpeg") in runs:
-        classes = list(next(iter(runs["found", "original"].values()))["per_class_accuracy"])
-        seeds = sorted(set(runs["found", "original"]) & set(runs["found", "jpeg"]))
-        loss = {c: statistics.fmean(runs["found", "original"][s]["per_class_accuracy"][c]
-                                    - runs["found", "jpeg"][s]["per_class_accuracy"][c] for s in seeds) for c in classes}
-        out["per_class_loss_found"] = loss
-        print("\nper class, original - JPEG (found LRs, mean over seeds, points): "
-              + ", ".join(f"{c} {v:+.1f}" for c, v in sorted(loss.items(), key=lambda kv: -kv[1])))
-    points = [(errors[n]["mae"], a) for n in ["jpeg"] + [f"jpeg-q{q}" for q in QUALITIES]
-              for a in acc.get(("fixed", n), {}).values()]
-    if len({x for x, _ in points}) >= 3:
-        fits = [fit_at_zero(*zip(*points), degree) for degree in (1, 2)]
-        out["fit"] = {"points": points, "fits": fits}
-        measured = acc.get(("fixed", "original"))
-        if measured:
-            out["fit"]["measured_original"] = describe(list(measured.values()))
-        print("\nfit of validation accuracy against pixel error (fixed LRs), extrapolated to error 0:")
-        for f in fits:
-            print(f"  degree {f['degree']}: {f['at_zero']:.2f}% (95% CI {f['ci95'][0]:.2f} .. {f['ci95'][1]:.2f}, "
-                  f"{f['dof']} dof, residual std {f['residual_std']:.2f})")
-        if measured:
-            m = out["fit"]["measured_original"]
-            print(f"  measured on the originals: {m['mean']:.2f}% ± {m['std'] or 0:.2f} ({m['n']} seeds)")
-        plot_fit(out, os.path.join(args.out, "jpeg_penalty.png"))
+    report_cross(args, acc, out)
+    report_classes(runs, out)
+    report_fit(args, acc, errors, out)
     print("\npixel error against the originals (5,000 pairs): "
           + ", ".join(f"{k} {v['mae']:.2f}" for k, v in errors.items()))
     utils.atomic_write_json(out, os.path.join(args.out, "jpeg_penalty.json"))
     return out
 
 
+def report_cross(args, acc, out):
+    """Each side's models judged on both sides' validation images."""
+    path = os.path.join(args.out, "cross.json")
+    if not os.path.exists(path):
+        return
+    cross = out["cross"] = read_json(path)
+    rows = []
+    for side in ("original", "jpeg"):
+        for judged in ("original", "jpeg"):
+            if judged == side:
+                v, tta = list(acc.get(("found", side), {}).values()), None
+            else:
+                picked = [r for r in cross if r["trained_on"] == side]
+                v, tta = [r["accuracy"] for r in picked], [r["tta_accuracy"] for r in picked]
+            if v:
+                rows.append((side, judged, len(v), pm(describe(v)), f"{statistics.fmean(tta):.2f}" if tta else "-"))
+    print("\n" + table(rows, ("trained on", "judged on", "seeds", "accuracy (mean ± std)", "with flip TTA")))
+
+
+def report_classes(runs, out):
+    """Which classes lose most: per-class accuracy, original - JPEG, found LRs, mean over seeds."""
+    if ("found", "original") not in runs or ("found", "jpeg") not in runs:
+        return
+    a, b = runs["found", "original"], runs["found", "jpeg"]
+    seeds = sorted(set(a) & set(b))
+    classes = list(a[seeds[0]]["per_class_accuracy"])
+    loss = {c: statistics.fmean(a[s]["per_class_accuracy"][c] - b[s]["per_class_accuracy"][c] for s in seeds)
+            for c in classes}
+    out["per_class_loss_found"] = loss
+    print("\nper class, original - JPEG (found LRs, mean over seeds, points): "
+          + ", ".join(f"{c} {v:+.1f}" for c, v in sorted(loss.items(), key=lambda kv: -kv[1])))
+
+
+def report_fit(args, acc, errors, out):
+    """Accuracy against pixel error through the JPEG points (fixed LRs), extrapolated to error 0
+    seed by seed; at the small scale checked against the originals measured with the same seeds."""
+    by_seed = {}
+    for name in JPEG_SIDES:
+        for seed, a in acc.get(("fixed", name), {}).items():
+            by_seed.setdefault(seed, []).append((errors[name]["mae"], a))
+    fits = [extrapolate_by_seed(by_seed, degree) for degree in (1, 2)]
+    fits = [f for f in fits if f["mean"] is not None]
+    if not fits:
+        return
+    out["fit"] = {"points_by_seed": by_seed, "fits": fits}
+    measured = acc.get(("fixed", "original"))
+    print("\nvalidation accuracy against pixel error (fixed LRs), fitted seed by seed, at error 0:")
+    for f in fits:
+        line = (f"  degree {f['degree']}: {f['mean']:.2f}% (95% CI {f['ci95'][0]:.2f} .. {f['ci95'][1]:.2f}, "
+                f"{len(f['seeds'])} seeds)")
+        if measured:
+            check = series.paired_difference(measured, f["at_zero_by_seed"])
+            if check["diff_se"]:
+                half = t_quantile(0.975, len(check["seeds"]) - 1) * check["diff_se"]
+                check["ci95"] = [check["diff_mean"] - half, check["diff_mean"] + half]
+                f["measured_minus_fit"] = check
+                line += (f"; measured original - fit: {check['diff_mean']:+.2f} "
+                         f"(95% CI {check['ci95'][0]:+.2f} .. {check['ci95'][1]:+.2f})")
+        print(line)
+    if measured:
+        out["fit"]["measured_original"] = describe(measured.values())
+        print(f"  measured on the originals: {pm(out['fit']['measured_original'])}% ({len(measured)} seeds)")
+    plot_fit(out, os.path.join(args.out, "jpeg_penalty.png"))
+
+
 def plot_fit(out, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    xs, ys = zip(*out["fit"]["points"])
-    ax.scatter(xs, ys, color="tab:blue", label="JPEG copies and their re-encodings (one run each)")
+    """The picture of report_fit: every run's point, each degree's mean fit and its interval at
+    error 0, and the measured originals where there are any."""
+    fig = utils.new_figure((6.4, 4.2))
+    ax = fig.add_subplot()
+    points = [p for pts in out["fit"]["points_by_seed"].values() for p in pts]
+    xs, ys = zip(*points)
+    ax.scatter(xs, ys, color="tab:blue", s=14, label="JPEG copy and its re-encodings (one run each)")
     grid = np.linspace(0, max(xs) * 1.05, 100)
     for f, style in zip(out["fit"]["fits"], ("-", "--")):
-        ax.plot(grid, np.polyval(f["coef"][::-1], grid), style, color="tab:blue", alpha=0.6,
-                label=f"degree-{f['degree']} fit: {f['at_zero']:.1f}% at 0 "
-                      f"(95% CI {f['ci95'][0]:.1f}-{f['ci95'][1]:.1f})")
-        ax.errorbar([0], [f["at_zero"]], yerr=[[f["at_zero"] - f["ci95"][0]], [f["ci95"][1] - f["at_zero"]]],
-                    fmt="none", color="tab:blue", capsize=4, alpha=0.6)
-    m = out["fit"].get("measured_original")
-    if m and out["scale"] == "small":
-        orig = list(out["runs"]["fixed-original"].values())
-        ax.scatter([0] * len(orig), [r["accuracy"] for r in orig], color="tab:red", marker="s",
-                   label=f"original pixels, measured: {m['mean']:.1f}%")
+        ax.plot(grid, np.polyval(f["coef_mean"][::-1], grid), style, color="tab:blue", alpha=0.6,
+                label=f"degree-{f['degree']} fits: {f['mean']:.1f}% at 0 (95% CI {f['ci95'][0]:.1f}-{f['ci95'][1]:.1f})")
+        ax.errorbar([0.08 * f["degree"]], [f["mean"]], yerr=[[f["mean"] - f["ci95"][0]], [f["ci95"][1] - f["mean"]]],
+                    fmt="none", color="tab:blue", capsize=4, alpha=0.7)
+    measured = out["runs"].get("fixed-original")
+    if measured and out["scale"] == "small":
+        m = out["fit"]["measured_original"]
+        ax.scatter([0] * len(measured), [r["accuracy"] for r in measured.values()], color="tab:red", marker="s",
+                   s=14, label=f"original pixels, measured: {m['mean']:.1f}%")
     d = out["data"]
-    ax.set_xlabel("pixel error: mean |JPEG - original| (grey levels of 255)")
+    ax.set_xlabel("pixel error: mean |picture - original| (grey levels of 255)")
     ax.set_ylabel(f"validation accuracy (%), {d['test_images']:,} images")
-    ax.set_title(f"What compression costs: width {out['width']}, {d['train_images']:,} training images,\n"
-                 f"fixed LRs, 24 epochs ({out['hardware'].get('gpu', out['hardware'].get('cpu'))})", fontsize=9)
+    ax.set_title(f"What compression costs: width {out['width']}, {d['train_images']:,} training images, fixed LRs,\n"
+                 f"24 epochs ({out['hardware'].get('gpu', out['hardware'].get('cpu'))}, {out['date']})", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    utils.save_figure(fig, path)
 
 
 def main(argv=None):

@@ -22,23 +22,38 @@ def test_t_quantile_matches_the_tables(df, quantile):
     assert jpeg_penalty.t_quantile(0.975, df) == pytest.approx(quantile, abs=2e-4)
 
 
-def test_the_fit_recovers_a_line_and_its_interval_shrinks_with_less_noise():
+def test_the_fit_recovers_a_line_with_the_textbook_interval():
     xs = [5.8, 5.8, 7.4, 7.4, 9.0, 9.0, 11.5, 11.5]
     exact = jpeg_penalty.fit_at_zero(xs, [80 - 1.5 * x for x in xs], 1)
     assert exact["at_zero"] == pytest.approx(80) and exact["coef"][1] == pytest.approx(-1.5)
-    noise = np.array([0.4, -0.4, -0.3, 0.3, 0.2, -0.2, 0.5, -0.5])
-    noisy = jpeg_penalty.fit_at_zero(xs, [80 - 1.5 * x + e for x, e in zip(xs, noise)], 1)
-    less = jpeg_penalty.fit_at_zero(xs, [80 - 1.5 * x + e / 4 for x, e in zip(xs, noise)], 1)
-    assert noisy["ci95"][0] < 80 < noisy["ci95"][1] and noisy["dof"] == 6
-    assert less["ci95"][1] - less["ci95"][0] == pytest.approx((noisy["ci95"][1] - noisy["ci95"][0]) / 4)
+    noise = [0.4, -0.4, -0.3, 0.3, 0.2, -0.2, 0.5, -0.5]
+    ys = [80 - 1.5 * x + e for x, e in zip(xs, noise)]
+    f = jpeg_penalty.fit_at_zero(xs, ys, 1)
+    # the intercept's standard error of simple regression: s * sqrt(1/n + mean(x)^2 / Sxx)
+    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    resid = [y - (my + slope * (x - mx)) for x, y in zip(xs, ys)]
+    se = math.sqrt(sum(r * r for r in resid) / (n - 2)) * math.sqrt(1 / n + mx ** 2 / sxx)
+    assert f["dof"] == 6 and f["se"] == pytest.approx(se)
+    assert f["ci95"] == pytest.approx([f["at_zero"] - 2.4469 * se, f["at_zero"] + 2.4469 * se], abs=1e-3)
     assert jpeg_penalty.fit_at_zero(xs, [80 - 0.1 * x * x for x in xs], 2)["at_zero"] == pytest.approx(80)
+    none_left = jpeg_penalty.fit_at_zero([5.8, 7.4, 9.0], [70, 69, 68.5], 2)    # 3 points, 3 coefficients
+    assert none_left["dof"] == 0 and none_left["ci95"] is None
 
 
-def test_paired_differences_by_seed():
-    p = jpeg_penalty.paired({0: 73.0, 1: 72.0, 2: 74.0, 3: 99.0}, {0: 70.0, 1: 70.0, 2: 70.0})
-    assert p["seeds"] == [0, 1, 2] and p["diffs"] == [3.0, 2.0, 4.0]
-    assert p["diff_mean"] == pytest.approx(3.0) and p["diff_se"] == pytest.approx(1 / math.sqrt(3))
-    assert p["a"]["mean"] == pytest.approx(73.0) and p["b"]["std"] == 0.0
+def test_the_extrapolation_is_fitted_seed_by_seed():
+    """A seed's points share their initial weights and data order: each seed is fitted alone and
+    the interval comes from the seeds' intercepts (t with seeds - 1 df)."""
+    xs = [5.8, 9.3, 9.0, 11.5]
+    by_seed = {s: [(x, 75 + s - 0.8 * x) for x in xs] for s in range(3)}            # intercepts 75, 76, 77
+    f = jpeg_penalty.extrapolate_by_seed(by_seed, 1)
+    assert f["at_zero_by_seed"] == pytest.approx({0: 75, 1: 76, 2: 77})
+    assert f["mean"] == pytest.approx(76) and f["se"] == pytest.approx(1 / math.sqrt(3))
+    assert f["ci95"] == pytest.approx([76 - 4.3027 / math.sqrt(3), 76 + 4.3027 / math.sqrt(3)], abs=1e-3)
+    assert f["coef_mean"] == pytest.approx([76, -0.8])
+    one = jpeg_penalty.extrapolate_by_seed({0: by_seed[0], 1: by_seed[1][:1]}, 1)   # seed 1: one point
+    assert one["seeds"] == [0] and one["ci95"] is None
 
 
 def test_reencoding_keeps_the_pictures_and_adds_error_as_quality_falls(tmp_path):
@@ -68,7 +83,8 @@ def test_the_whole_plan_runs_and_reports_at_tiny_size(tmp_path, capsys):
     assert {f"fixed-{n}" for n in ("original", "jpeg", "jpeg-q50", "jpeg-q30", "jpeg-q15")} <= set(out["runs"])
     lrs = {r["lr_max"] for name, runs in out["runs"].items() if name.startswith("fixed") for r in runs.values()}
     assert len(lrs) == 1                                   # one fixed LR for every side
-    assert [f["degree"] for f in out["fit"]["fits"]] == [1, 2] and len(out["fit"]["points"]) == 4 * 2
+    assert [f["degree"] for f in out["fit"]["fits"]] == [1, 2] and len(out["fit"]["points_by_seed"]) == 2
+    assert all(len(points) == 4 for points in out["fit"]["points_by_seed"].values())
     assert out["pixel_errors"]["original"]["mae"] == 0 and out["pixel_errors"]["jpeg-q15"]["mae"] > 0
     assert (tmp_path / "jpeg_penalty.png").exists() and (tmp_path / "jpeg_penalty.json").exists()
     assert "| found | 2 |" in capsys.readouterr().out
@@ -85,3 +101,18 @@ def test_found_runs_with_the_fixed_lrs_serve_as_the_fixed_arm():
     assert runs["fixed", "original"][1] is runs["found", "original"][1]
     assert runs["fixed", "original"][0]["lr_max"] == 0.3 and 2 not in runs["fixed", "original"]
     assert jpeg_penalty.reuse_found_runs({("found", "jpeg"): {0: rec(0.3, 0)}}) == {}     # no fixed arm yet
+
+
+def test_the_candidates_table_pairs_by_seed_and_counts_diverged_runs():
+    spec = importlib.util.spec_from_file_location("gpu_real_recipe", os.path.join(ROOT, "docs", "gpu_real_recipe.py"))
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    rows = [{"name": f"{arm}-s{seed}", "seed": seed, "val_accuracy": acc} for arm, seed, acc in (
+        ("default", 0, 90.0), ("default", 1, 90.4), ("default", 2, 89.9),
+        ("ema2", 0, 90.5), ("ema2", 1, 90.7), ("ema2", 2, None), ("smooth0.2", 3, 91.0))]
+    lines = recipe.paired_table(rows).splitlines()
+    assert lines[2].startswith("| default | 3 | 90.10 ± 0.26 | - | 0 |")
+    assert lines[3] == "| ema2 | 2 | 90.60 ± 0.14 | +0.40 ± 0.10 (2 pairs) | 1 |"     # seed 2 diverged: counted
+    assert lines[4] == "| smooth0.2 | 1 | 91.00 | - | 0 |"                            # seed 3: no pair
+    assert [p[0] for p in recipe.CANDIDATES[:5]] == ["default-s0", "cutout-inside-s0", "no-bn-wd-s0", "smooth0.2-s0",
+                                                   "ema2-s0"]                           # by seed first

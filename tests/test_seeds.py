@@ -68,6 +68,14 @@ def test_a_series_on_a_validation_split_says_validation_not_test():
     assert old["eval_split"] == "test" and "test accuracy over 1" in series.format_table(old)
 
 
+def test_paired_difference_by_seed_against_hand_computation():
+    p = series.paired_difference({0: 73.0, 1: 72.0, 2: 74.0, 3: 99.0}, {0: 70.0, 1: 70.0, 2: 70.0})
+    assert p["seeds"] == [0, 1, 2] and p["diffs"] == [3.0, 2.0, 4.0]           # seed 3 has no pair
+    assert p["diff_mean"] == pytest.approx(3.0) and p["diff_se"] == pytest.approx(1 / 3 ** 0.5)
+    assert p["a"]["mean"] == pytest.approx(73.0) and p["b"]["std"] == 0.0
+    assert series.paired_difference({0: 1.0}, {0: 0.5})["diff_se"] is None
+
+
 def test_pass_rate_boundary_and_small_series():
     assert series.pass_rate([row(0, 9299)], 93)["passed"] == 0
     assert series.pass_rate([row(0, 9300)], 93)["passed"] == 1

@@ -79,6 +79,9 @@ def test_no_module_reaches_into_another_modules_private_names():
         aliases = {a.asname or a.name: a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                    for a in node.names if a.name in modules}
         for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in modules:        # from utils import _x
+                reached += [f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.module}.{a.name}"
+                            for a in node.names if a.name.startswith("_")]
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                     and node.value.id in aliases and node.attr.startswith("_") and not node.attr.startswith("__")):
                 reached.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.value.id}.{node.attr}")
