@@ -403,6 +403,19 @@ def report_cross(args, acc, out):
             if v:
                 rows.append((side, judged, len(v), pm(describe(v)), f"{statistics.fmean(tta):.2f}" if tta else "-"))
     print("\n" + table(rows, ("trained on", "judged on", "seeds", "accuracy (mean ± std)", "with flip TTA")))
+    # The penalty split in two, paired by seed: what compressed training costs (both judged on
+    # originals), and what compressed validation images cost (the same JPEG-trained models).
+    judged = {(r["trained_on"], r["judged_on"]): {} for r in cross}
+    for r in cross:
+        judged[r["trained_on"], r["judged_on"]][r["seed"]] = r["accuracy"]
+    if ("jpeg", "original") in judged and ("found", "original") in acc and ("found", "jpeg") in acc:
+        split = out["penalty_split"] = {
+            "training (original/original - jpeg/original)": series.paired_difference(acc["found", "original"],
+                                                                                      judged["jpeg", "original"]),
+            "validation images (jpeg/original - jpeg/jpeg)": series.paired_difference(judged["jpeg", "original"],
+                                                                                       acc["found", "jpeg"])}
+        for name, p in split.items():
+            print(f"penalty from the {name}: {p['diff_mean']:+.2f} ± {p['diff_se'] or 0:.2f} ({len(p['seeds'])} seeds)")
 
 
 def report_classes(runs, out):
