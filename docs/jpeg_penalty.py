@@ -115,9 +115,11 @@ def prepare(args):
     """Write the folders of the chosen scale into --out/data; returns {data name: folder}."""
     root = os.path.join(args.out, "data")
     pairs = os.path.join(root, "pairs")
-    if not os.path.exists(os.path.join(pairs, "jpeg", "cifar-10-batches-py", "test_batch")):
+    if args.errors_from:                 # the x axis measured already: the pairs are not needed
+        pass
+    elif not os.path.exists(os.path.join(pairs, "jpeg", "cifar-10-batches-py", "test_batch")):
         subprocess.run([sys.executable, os.path.join(args.shared, "cifar10_pairs.py"), pairs], check=True)
-    for q in QUALITIES:                  # the pairs' re-encodings: the x axis of the fit at both scales
+    for q in QUALITIES if not args.errors_from else ():   # the pairs' re-encodings: the fit's x axis
         degrade_folder(os.path.join(pairs, "jpeg", "cifar-10-batches-py"),
                        os.path.join(pairs, f"jpeg-q{q}", "cifar-10-batches-py"), q)
     if args.scale == "small":
@@ -350,7 +352,8 @@ def report(args):
     # the found runs stand in for the fixed arm only where a repeat showed them identical
     reused = reuse_found_runs(runs) if check and all(c["identical"] for c in check.values()) else {}
     acc = {k: {s: r["test_accuracy"] for s, r in v.items()} for k, v in runs.items()}
-    errors = pixel_errors(os.path.join(args.out, "data", "pairs"))
+    errors = (read_json(args.errors_from)["pixel_errors"] if args.errors_from
+              else pixel_errors(os.path.join(args.out, "data", "pairs")))
     first = next(iter(next(iter(runs.values())).values()))
     out = {"scale": args.scale, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
            "hardware": first["runtime"], "width": first["config"]["width"], "data": first["data"],
@@ -503,8 +506,12 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5, help="seeds of the found-LR arm (small scale)")
     p.add_argument("--fixed-seeds", type=int, default=5, help="seeds of the fixed-LR and degraded arms")
     p.add_argument("--set", default="{}", help="JSON overrides for every run (smoke tests: tiny settings)")
+    p.add_argument("--errors-from", default="", help="a jpeg_penalty.json whose pixel_errors to use (measured on "
+                   "the 5,000 pairs) instead of writing the pairs: a GPU machine then needs only the JPEG zip")
     p.add_argument("--report", action="store_true", help="only the tables, fit and figure from the records")
     args = p.parse_args(argv)
+    if args.errors_from and args.scale == "small":
+        p.error("--errors-from is for --scale full: the small scale trains on the pairs themselves")
     if not args.report:
         run_plan(args)
     return report(args)
