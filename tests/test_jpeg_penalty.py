@@ -116,3 +116,38 @@ def test_the_candidates_table_pairs_by_seed_and_counts_diverged_runs():
     assert lines[4] == "| smooth0.2 | 1 | 91.00 | - | 0 |"                            # seed 3: no pair
     assert [p[0] for p in recipe.CANDIDATES[:5]] == ["default-s0", "cutout-inside-s0", "no-bn-wd-s0", "smooth0.2-s0",
                                                    "ema2-s0"]                           # by seed first
+
+
+FAKE_CIFAR10_JPEG = '''
+import os, pickle, sys
+import numpy as np
+out = os.path.join(sys.argv[1], "cifar-10-batches-py")
+os.makedirs(out)
+rng = np.random.default_rng(0)
+for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    batch = {"data": rng.integers(0, 256, (24, 3072), dtype=np.uint8), "labels": [i % 10 for i in range(24)],
+             "batch_label": "validation split" if name == "test_batch" else "training batch"}
+    with open(os.path.join(out, name), "wb") as f:
+        pickle.dump(batch, f)
+'''
+
+
+def test_the_full_scale_plan_needs_only_the_jpeg_script_and_the_measured_errors(tmp_path, capsys):
+    """--scale full on a GPU machine: the split comes from cifar10_jpeg.py (faked here), the x axis
+    from a small-scale record (--errors-from), so the pairs are never written."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "cifar10_jpeg.py").write_text(FAKE_CIFAR10_JPEG)
+    errors = {"pixel_errors": {"original": {"mae": 0.0}, "jpeg": {"mae": 5.8}, "jpeg-q50": {"mae": 9.3},
+                               "jpeg-q30": {"mae": 9.0}, "jpeg-q15": {"mae": 11.5}}}
+    (tmp_path / "small.json").write_text(json.dumps(errors))
+    tiny = dict(epochs=1, peak_epoch=1, batch_size=24, lr_test_iters=3, precision="fp32", device="cpu")
+    out = jpeg_penalty.main(["--scale", "full", "--shared", str(shared), "--errors-from", str(tmp_path / "small.json"),
+                             "--out", str(tmp_path / "full"), "--width", "4", "--fixed-seeds", "2",
+                             "--set", json.dumps(tiny)])
+    assert not (tmp_path / "full" / "data" / "pairs").exists()
+    assert set(out["runs"]) == {"found-jpeg", "fixed-jpeg", "fixed-jpeg-q50", "fixed-jpeg-q30", "fixed-jpeg-q15"}
+    assert out["pixel_errors"] == errors["pixel_errors"] and [f["degree"] for f in out["fit"]["fits"]] == [1, 2]
+    assert out["data"]["eval_split"] == "validation" and (tmp_path / "full" / "jpeg_penalty.png").exists()
+    with pytest.raises(SystemExit):
+        jpeg_penalty.main(["--errors-from", str(tmp_path / "small.json"), "--out", str(tmp_path / "x")])
