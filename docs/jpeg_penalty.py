@@ -489,10 +489,11 @@ def plot_fit(out, path):
     d = out["data"]
     ax.set_xlabel("pixel error: mean |picture - original| (grey levels of 255)")
     ax.set_ylabel(f"validation accuracy (%), {d['test_images']:,} images")
-    ax.set_title(f"What compression costs: width {out['width']}, {d['train_images']:,} training images, fixed LRs,\n"
-                 f"24 epochs ({out['hardware'].get('gpu', out['hardware'].get('cpu'))}, {out['date']})", fontsize=9)
+    ax.set_title(f"CIFAR-10 training images, original pixels and JPEG copies: width {out['width']}, "
+                 f"{d['train_images']:,} training images,\nfixed LRs, 24 epochs "
+                 f"({out['hardware'].get('gpu', out['hardware'].get('cpu'))}, {out['date']})", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper right")
     utils.save_figure(fig, path)
 
 
