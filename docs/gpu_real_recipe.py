@@ -103,7 +103,8 @@ def paired_table(rows, baseline="default"):
             acc.setdefault(arm, {})[r["seed"]] = r["val_accuracy"]
     lines = ["| arm | seeds | validation accuracy (mean ± std) | minus default (± s.e.) | diverged |",
              "|---|---|---|---|---|"]
-    for arm in sorted(set(acc) | set(diverged), key=lambda a: a != baseline):
+    arms = dict.fromkeys(r["name"].rsplit("-s", 1)[0] for r in rows)      # in the plan's order
+    for arm in sorted(arms, key=lambda a: a != baseline):                   # the baseline first
         d = series.describe(list(acc.get(arm, {}).values()))
         mean = "-" if d["mean"] is None else f"{d['mean']:.2f}" + (f" ± {d['std']:.2f}" if d["std"] else "")
         diff = "-"
