@@ -10,6 +10,17 @@ if ROOT not in sys.path:
 
 
 @pytest.fixture
+def one_cpu_thread():
+    """One intra-op thread: at these sizes a second one only waits, and on a machine whose cores
+    are busy with other work two threads run many times slower than one."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def interrupt_in_epoch(monkeypatch):
     """interrupt_in_epoch(n): train.train_one_epoch finishes epoch n (so the weights in memory
     move on), then raises KeyboardInterrupt as Ctrl-C would, before that epoch is checkpointed.

@@ -178,16 +178,6 @@ def test_device_slug_names_the_gpu_by_its_datasheet_piece(monkeypatch):
 # 5. The variants of the step (--variants)
 
 @pytest.fixture
-def one_cpu_thread():
-    """One intra-op thread: at these sizes a second one only waits, and on a machine whose cores
-    are busy with other work two threads run many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def fresh_dynamo(one_cpu_thread):
     """torch.compile's caches emptied before and after: each test compiles from scratch, and no
     test can reach the recompile limit, past which a compiled function silently runs eagerly."""

@@ -16,14 +16,7 @@ profile_gpu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(profile_gpu)
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """One intra-op thread: at these sizes a second one only waits, and on a machine whose cores
-    are busy with other work two threads run many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")     # conftest.py
 
 
 TINY = ["--device", "cpu", "--precision", "fp32", "--train-images", "512", "--test-images", "256",
