@@ -6,7 +6,6 @@ import os
 from types import SimpleNamespace
 
 import pytest
-import torch
 from torch.autograd import DeviceType
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,6 @@
 the series end to end, its resume after an interruption, and the mistakes it refuses."""
 import json
 import math
-import os
 import statistics
 
 import pytest
