@@ -52,9 +52,11 @@ def links(path):
 
 
 def broken_links(path):
-    """The relative links of one page that lead nowhere: a missing file, or a #anchor that is
-    no heading of the markdown page it points into."""
-    bad = []
+    """The relative links of one page that lead nowhere: a missing file, a #anchor that is no
+    heading of the markdown page it points into, or a link cut short (`](` never closed)."""
+    text = without_code_blocks(read(path))
+    bad = [f"{line.strip()[:60]}...: a link not closed" for line in text.splitlines()
+           if line.count("](") > len(MD_LINK.findall(line))]
     for target in links(path):
         if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I):       # http:, https:, mailto:
             continue
@@ -115,10 +117,10 @@ def test_the_checks_catch_a_broken_link_and_a_removed_flag(tmp_path):
     (tmp_path / "README.md").write_text(
         "see [page](docs/page.md), [rule](docs/page.md#the-lr-rule-on-real-images), "
         "[gone](docs/gone.md), [bad anchor](docs/page.md#nowhere), [web](https://example.org)\n"
-        "![pic](docs/pic.png)\n```bash\n[not a link](nowhere.md)\n```\n")
+        "![pic](docs/pic.png)\n```bash\n[not a link](nowhere.md)\n```\n| row | [cut](docs/page.md |\n")
     bad = broken_links(str(tmp_path / "README.md"))
-    assert bad == ["docs/gone.md: no such file", "docs/page.md#nowhere: no heading #nowhere in docs/page.md",
-                   "docs/pic.png: no such file"]
+    assert bad == ["| row | [cut](docs/page.md |...: a link not closed", "docs/gone.md: no such file",
+                   "docs/page.md#nowhere: no heading #nowhere in docs/page.md", "docs/pic.png: no such file"]
     shown = ("```bash\npython train.py --epochs 3 \\\n    --width 16   # quick\n"
              "python -m pip install x && python train.py --no-such-flag 1\n```\n"
              "Run `python predict.py out/model.pt cat.jpg --explain out/x` or `python train.py --help`.")
