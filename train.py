@@ -325,7 +325,6 @@ class WeightAverage:
     range test); their share of the final average is e^(-epochs / ema_epochs): e^-12 for 2 of 24."""
 
     def __init__(self, model, ema_epochs, steps_per_epoch):
-        self.source = model
         self.model = copy.deepcopy(model).eval()
         self.model.requires_grad_(False)
         self.decay = math.exp(-1 / (ema_epochs * steps_per_epoch))
@@ -628,10 +627,10 @@ def run(cfg, rt, data, ckpt, record, paths, saved, log):
                                      train=False, device=rt.device)
     model, optimizer, scaler = build(cfg, rt)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    average = None
+    # Made before the range test, which restores the weights bit for bit and in place: the
+    # average starts from the weights training starts from (a resumed run then loads its own).
+    average = WeightAverage(model, cfg.ema_epochs, len(train_loader)) if cfg.ema_epochs else None
     if ckpt is not None:
-        if cfg.ema_epochs:
-            average = WeightAverage(model, cfg.ema_epochs, len(train_loader))
         restore(ckpt, model, optimizer, scaler, train_loader, cfg.resume, average)
         state = {k: ckpt[k] for k in ("epoch", "step", "history", "lr_min", "lr_max", "lr_source", "lr_range_test")}
         log(f"resumed from {cfg.resume} after epoch {state['epoch']}")
@@ -646,8 +645,6 @@ def run(cfg, rt, data, ckpt, record, paths, saved, log):
             os.remove(range_png)                               # an earlier run's: not these LRs
         state = {"epoch": 0, "step": 0, "history": [], "lr_min": lr_min, "lr_max": lr_max,
                  "lr_source": how, "lr_range_test": result.to_dict() if result else None}
-        if cfg.ema_epochs:             # after the range test: it averages the weights that train
-            average = WeightAverage(model, cfg.ema_epochs, len(train_loader))
     record.update({k: state[k] for k in ("lr_min", "lr_max", "lr_source", "lr_range_test")})
     record["history"] = state["history"]
     last_eval = fit(cfg, rt, model, optimizer, scaler, loss_fn, train_loader, test_loader, state, record,
