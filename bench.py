@@ -1,6 +1,6 @@
 """Speed of this repository's training path, measured side by side with the conventional one.
 
-    python bench.py --quick      # about 2 minutes on this project's 2-core CPU
+    python bench.py --quick      # smaller sizes: a quick look on a CPU
     python bench.py              # full sizes; on CUDA also the whole 24-epoch recipe
 
 Every row of the table is measured in the same run on the same machine:
@@ -27,21 +27,20 @@ the one-time compile (or warm-up) seconds apart, and the 24-epoch training time 
 (seconds per step x 2,328 steps: an estimate, loader and loop not included). CUDA defaults:
 10 warm-up steps, then 3 rounds of 100 timed steps of every variant in turn, the best round kept.
 
-On a GPU session (15 minutes of device time; no GPU number has been measured with --variants
-yet), after `python docs/profile_gpu.py --out "$OUT"` (its docstring gives the order):
+On a GPU, after `python -m experiments.profile_gpu --out "$OUT"` (its docstring gives the order):
 
     python bench.py --variants --json "$OUT/bench_variants_{gpu}.json"     # a few minutes
     python bench.py --variants --precision fp16 --json "$OUT/bench_variants_{gpu}_fp16.json"   # the T4 path
 
 It answers: how much of the step the compile and CUDA graphs remove (the host's share the
 profile measures), whether the optimizer's foreach matters, and which evaluation batch is
-fastest; and so how far each is from the goal of 24 epochs in 6 s. Dry run on the CPU (about
-10 s): python bench.py --variants --device cpu --precision fp32 --width 8 --batch-size 64
+fastest; and so how far each is from the goal of 24 epochs in 6 s. Dry run on the CPU: python bench.py --variants --device cpu --precision fp32 --width 8 --batch-size 64
 --compile-backend aot_eager --eval-images 512 --eval-batch-sizes 64,128,256
 
 Nothing here is a test: tests/ checks correctness, this file measures speed.
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -166,13 +165,16 @@ def time_steps(step, warmup, steps, rt):
     return timer.stop() / steps
 
 
-def make_step(model, x, y, rt, opt=None, scaler=None):
-    """train.py's training step on a fixed batch, at rt's precision (fp32: no autocast)."""
-    opt = opt or torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    scaler, loss_fn = scaler or rt.grad_scaler(), torch.nn.CrossEntropyLoss()
+def learner_of(model, rt):
+    """A train.Learner of `model` with the recipe's SGD settings, at rt's precision."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    return train.Learner(model, model, opt, rt.grad_scaler(), torch.nn.CrossEntropyLoss(), rt)
 
+
+def make_step(learner, x, y):
+    """train.py's training step on a fixed batch, at the learner's precision (fp32: no autocast)."""
     def step(x=x, y=y):
-        train.train_step(model, x, y, opt, scaler, rt.autocast, loss_fn)
+        train.train_step(learner, x, y)
     return step
 
 
@@ -182,10 +184,10 @@ def bench_throughput(rt, batch_size, warmup, steps, rows):
     x = torch.randn(batch_size, 3, 32, 32, device=rt.device)
     y = torch.randint(0, 10, (batch_size,), device=rt.device)
     naive = CustomResNet().to(rt.device)                                 # fp32, NCHW
-    naive_s = time_steps(make_step(naive, x, y, utils.Runtime(rt.device, "fp32")), warmup, steps, rt)
+    naive_s = time_steps(make_step(learner_of(naive, utils.Runtime(rt.device, "fp32")), x, y), warmup, steps, rt)
     ours_model = CustomResNet().to(rt.device, memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    ours_s = time_steps(make_step(ours_model, x_cl, y, rt), warmup, steps, rt)
+    ours_s = time_steps(make_step(learner_of(ours_model, rt), x_cl, y), warmup, steps, rt)
     # On CUDA, "fp32" is PyTorch's default there: cuDNN convolutions in TF32, as a naive loop gets.
     naive_label = "naive fp32 (TF32 convolutions) NCHW" if rt.device.type == "cuda" else "naive fp32 NCHW"
     rows.append((f"train step: {naive_label}", f"{batch_size / naive_s:,.0f} img/s", f"{naive_s:.3f} s/step"))
@@ -204,12 +206,9 @@ def bench_loop_overhead(rt, n_images, batch_size, rows, repeats=2):
     d = cifar.synthetic_cifar10(n_images, 16)
     loader = cifar.DeviceLoader(d.train_images, d.train_labels, batch_size, train=True, device=rt.device)
     torch.manual_seed(0)
-    model = CustomResNet().to(rt.device, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    scaler = rt.grad_scaler()
-    loss_fn = torch.nn.CrossEntropyLoss()
+    learner = learner_of(CustomResNet().to(rt.device, memory_format=torch.channels_last), rt)
     batches = list(loader)                       # pre-made batches: the bare steps read nothing
-    step = make_step(model, *batches[0], rt, opt=opt, scaler=scaler)
+    step = make_step(learner, *batches[0])
     step()                                       # warm-up (allocations, momentum buffers)
     bare, full = [], []
     for _ in range(repeats):
@@ -218,8 +217,7 @@ def bench_loop_overhead(rt, n_images, batch_size, rows, repeats=2):
             step(x, y)                           # queued back to back as the epoch queues them
         bare.append(t.stop())
         t = rt.timer().start()
-        train.train_one_epoch(model, loader, opt, scaler, rt, loss_fn, lambda s: 0.01, 0, progress=True,
-                              desc="loop overhead epoch")
+        train.train_one_epoch(learner, loader, lambda s: 0.01, 1, train.Config(progress=True))
         full.append(t.stop())
     full, bare = min(full), min(bare)
     rows.append(("loop: train.py epoch vs bare steps", f"{100 * (full / bare - 1):+.1f} %",
@@ -300,7 +298,8 @@ def variant_step(key, rt, width=64, seed=0, backend="inductor"):
     foreach / for-loop set SGD's foreach (PyTorch's default, which train.py keeps, is foreach on
     CUDA). backend: torch.compile's (inductor; aot_eager or eager check the wiring quickly on
     the CPU without generating code)."""
-    model, optimizer, scaler = train.build(train.make_config(dict(width=width, seed=seed)), rt)
+    learner = train.build(train.Config.from_keywords(dict(width=width, seed=seed)), rt, steps_per_epoch=1)
+    model, optimizer = learner.model, learner.optimizer
     if key in ("compile-step", "cuda-graphs", "foreach", "for-loop"):
         settings = dict(optimizer.defaults)
         if key in ("foreach", "for-loop"):
@@ -320,13 +319,13 @@ def variant_step(key, rt, width=64, seed=0, backend="inductor"):
         mark_step = True
     elif key not in VARIANTS:
         raise ValueError(f"unknown variant {key!r}: one of {', '.join(VARIANTS)}")
-    loss_fn, autocast = torch.nn.CrossEntropyLoss(), rt.autocast
+    learner = dataclasses.replace(learner, net=net, optimizer=optimizer)
 
     def step(x, y, lr):
         set_lr(optimizer, lr)
         if mark_step:                      # a new iteration: the last one's graph outputs may be reused
             torch.compiler.cudagraph_mark_step_begin()
-        return step_fn(net, x, y, optimizer, scaler, autocast, loss_fn)
+        return step_fn(learner, x, y)
     return step, model, optimizer
 
 
@@ -403,7 +402,7 @@ def bench_eval_batch_sizes(rt, rows, batch_sizes=EVAL_BATCH_SIZES, n_images=10_0
     """Seconds of one train.evaluate pass over n_images at each evaluation batch size (a warm-up
     pass first, for cuDNN's autotuning of the shape; then the best of `repeats`): {batch: s}."""
     d = cifar.synthetic_cifar10(16, n_images)
-    model, _, _ = train.build(train.make_config(dict(width=width)), rt)
+    model = train.build(train.Config.from_keywords(dict(width=width)), rt, steps_per_epoch=1).model
     out = {}
     for b in batch_sizes:
         loader = cifar.DeviceLoader(d.test_images, d.test_labels, b, train=False, device=rt.device)
@@ -431,7 +430,7 @@ def format_table(rows):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller sizes: about 2 minutes on a 2-core CPU")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, for a quick look on a CPU")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
     p.add_argument("--batch-size", type=int, default=512)

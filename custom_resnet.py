@@ -25,11 +25,35 @@ class score before the softmax, as in the Grad-CAM paper (Selvaraju et al., 1610
 Parts are named, so a layer is picked by name: `model.layer3`, `model.layer1.res.conv2`,
 `dict(model.named_modules())["layer3"]`.
 
+What it takes: CIFAR-10 images normalised per channel with the training set's mean and std
+(`normalize`); what it returns: scores for the classes in `CLASSES` order. Like torchvision's
+weights, which carry their transforms and categories, the model's file states both, so a copy of
+this one file can classify a picture.
+
 `python custom_resnet.py [--width N]` prints this table as measured (`summary(model)`): each
 part's output shape and parameter count, and the total.
 """
 import torch
 from torch import nn
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# Per-channel mean and std of the 50,000 CIFAR-10 training images, on the 0..1 scale.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) in 0..255 -> float32 (x / 255 - mean) / std, channels_last.
+
+    Computed as x * scale + shift with scale = 1 / (255 std) and shift = -mean / std, the very
+    arithmetic of data.DeviceLoader, so a picture classified here gets the logits the training
+    run's evaluation got, bit for bit."""
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    std = torch.tensor(CIFAR10_STD, device=images.device)
+    scale, shift = 1 / (255 * std), -torch.tensor(CIFAR10_MEAN, device=images.device) / std     # (3,)
+    x = images.to(torch.float32, memory_format=torch.channels_last)
+    return x.mul_(scale[:, None, None]).add_(shift[:, None, None])
 
 
 class ConvBN(nn.Sequential):

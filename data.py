@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from custom_resnet import CIFAR10_MEAN, CIFAR10_STD, CLASSES   # the network's input and classes
 from utils import UsageError, atomic_torch_save
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -25,11 +26,6 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"   # the official archive's MD5
 CIFAR10_FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILES = ["test_batch"]
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-           "dog", "frog", "horse", "ship", "truck")
-# Per-channel statistics of the 50,000 training images, on the 0..1 scale.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CACHE_NAME = "cifar10_uint8.pt"
 
 
@@ -268,12 +264,12 @@ def synthetic_cifar10(n_train=2560, n_test=1000, seed=0, noise=0.35) -> Cifar10:
 # ----------------------------------------------------------------------------------------------
 # Augmentation of whole batches (pure functions of the random draws, so each is testable)
 #
-## How the crop and flip cost one memory copy: each image is padded once, when the loader is made,
-## and stored twice, as itself and mirrored, pixels last: (N, 2, 40, 40, 3) uint8. A random crop
-## of the padded image is then 32 rows of 32 consecutive pixels, and a row of 32 pixels is 96
-## consecutive bytes. `rows_view` sees the store as overlapping 96-byte windows, one starting at
-## every pixel, so a batch is ONE index_select of 32 windows per image: no per-image Python, no
-## padded copy per epoch, and the flip is only the choice of the mirrored copy.
+# How the crop and flip cost one memory copy: each image is padded once, when the loader is made,
+# and stored twice, as itself and mirrored, pixels last: (N, 2, 40, 40, 3) uint8. A random crop
+# of the padded image is then 32 rows of 32 consecutive pixels, and a row of 32 pixels is 96
+# consecutive bytes. `rows_view` sees the store as overlapping 96-byte windows, one starting at
+# every pixel, so a batch is ONE index_select of 32 windows per image: no per-image Python, no
+# padded copy per epoch, and the flip is only the choice of the mirrored copy.
 
 def pad_and_mirror(images, pad=4, pad_mode="reflect"):
     """uint8 (N, 3, H, W) -> (N, 2, H + 2 pad, W + 2 pad, 3): each image padded, then mirrored.
@@ -378,8 +374,8 @@ class DeviceLoader:
         std_t = torch.tensor(std, device=self.device)
         self.scale = 1 / (255 * std_t)
         self.shift = -torch.tensor(mean, device=self.device) / std_t
-        ## The same, repeated along a row of 32 pixels-last pixels: (96,). Broadcasting over an
-        ## inner dimension of 96 vectorises; over one of 3 it runs ~3x slower on the CPU.
+        # The same, repeated along a row of 32 pixels-last pixels: (96,). Broadcasting over an
+        # inner dimension of 96 vectorises; over one of 3 it runs ~3x slower on the CPU.
         self.row_scale, self.row_shift = self.scale.repeat(32), self.shift.repeat(32)
         self.epoch = 0
         if train:
@@ -429,8 +425,8 @@ class DeviceLoader:
         order = torch.randperm(n, generator=g)
         dy, dx = torch.randint(0, 9, (2, n), generator=g)
         flip = torch.rand(n, generator=g) < 0.5
-        ## cutout_pixels spans centre - L//2 .. centre - L//2 + L - 1: inside 0..31 for these
-        ## centres. Drawn last, so the other draws are the same either way.
+        # cutout_pixels spans centre - L//2 .. centre - L//2 + L - 1: inside 0..31 for these
+        # centres. Drawn last, so the other draws are the same either way.
         low, high = (self.cutout // 2, 32 - self.cutout + self.cutout // 2) if self.cutout_inside else (0, 31)
         cy, cx = torch.randint(low, high + 1, (2, n), generator=g)
         draws = dict(order=order, dy=dy, dx=dx, flip=flip, cy=cy, cx=cx)
@@ -442,7 +438,7 @@ class DeviceLoader:
         sel = slice(i * b, (i + 1) * b)
         index = draws["order"][sel]
         x = crop_flip(self.store, index, draws["dy"][sel], draws["dx"][sel], draws["flip"][sel])
-        ## x: (B, 32, 32, 3) uint8. Normalise a row of 96 values at a time (see __init__).
+        # x: (B, 32, 32, 3) uint8. Normalise a row of 96 values at a time (see __init__).
         x = x.view(b * 32, 96).float().mul_(self.row_scale).add_(self.row_shift)
         x = x.view(b, 32, 32, 3)
         if self.cutout:

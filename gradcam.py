@@ -52,9 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-## Per-channel mean and std of the CIFAR-10 training images (RGB, pixel values in [0, 1]), the
-## values most CIFAR-10 code normalises with. `overlay` undoes that normalisation. If your data
-## pipeline uses other values, pass them to `overlay`.
+# Per-channel mean and std of the CIFAR-10 training images (RGB, pixel values in [0, 1]), the
+# values most CIFAR-10 code normalises with. `overlay` undoes that normalisation. If your data
+# pipeline uses other values, pass them to `overlay`.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
@@ -94,8 +94,8 @@ class GradCAM:
 
     # ----- hooks -------------------------------------------------------------------------------
     def _forward_hook(self, module, inputs, output):
-        ## Outside a call (ordinary training or evaluation while this object is open) do nothing:
-        ## no copy, no graph, and no failure under no_grad where the output cannot take a hook.
+        # Outside a call (ordinary training or evaluation while this object is open) do nothing:
+        # no copy, no graph, and no failure under no_grad where the output cannot take a hook.
         if not self._active:
             return
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
@@ -105,9 +105,9 @@ class GradCAM:
         if not output.requires_grad:
             raise RuntimeError("the target layer's output does not require grad, so no gradient "
                                "can reach it (is its output detached inside the model?)")
-        ## Clone: a later in-place op (nn.ReLU(inplace=True)) would otherwise change the stored
-        ## values. The tensor hook goes on `output` itself, registered now, before any in-place
-        ## op, so it receives dY/d(output as it is now): activations and gradients stay paired.
+        # Clone: a later in-place op (nn.ReLU(inplace=True)) would otherwise change the stored
+        # values. The tensor hook goes on `output` itself, registered now, before any in-place
+        # op, so it receives dY/d(output as it is now): activations and gradients stay paired.
         self._captured.append(output.detach().clone())                      # (N, K, h, w)
         self._tensor_hooks.append(output.register_hook(self._grads.append))
 
@@ -135,19 +135,19 @@ class GradCAM:
         if n == 0:                                               # nothing to explain
             return torch.zeros(0, height, width, device=x.device)
 
-        ## Evaluation mode: BN uses its running statistics, so (a) the images of a batch are
-        ## independent and the batched gradient below is each image's own, and (b) the running
-        ## statistics are not updated by this call. Each module's mode is restored afterwards
-        ## (a model may mix modes, e.g. frozen BN layers in a training model).
+        # Evaluation mode: BN uses its running statistics, so (a) the images of a batch are
+        # independent and the batched gradient below is each image's own, and (b) the running
+        # statistics are not updated by this call. Each module's mode is restored afterwards
+        # (a model may mix modes, e.g. frozen BN layers in a training model).
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         self._active, self._captured, self._grads = True, [], []
         try:
-            ## A fresh leaf that requires grad: the gradient reaches the layer even when every
-            ## parameter is frozen. clone() also turns an inference-mode tensor into a normal one.
+            # A fresh leaf that requires grad: the gradient reaches the layer even when every
+            # parameter is frozen. clone() also turns an inference-mode tensor into a normal one.
             x_req = x.detach().clone().requires_grad_(True)
-            ## Autocast off: the map is computed in the model's own precision (float32 normally),
-            ## not bf16/fp16, whose rounding is visible in a min-max normalised map.
+            # Autocast off: the map is computed in the model's own precision (float32 normally),
+            # not bf16/fp16, whose rounding is visible in a min-max normalised map.
             with torch.enable_grad(), _autocast_off(x.device.type):
                 logits = self.model(x_req)                         # (N, num_classes)
                 if logits.dim() != 2 or logits.shape[0] != n:
@@ -163,12 +163,12 @@ class GradCAM:
                     raise ValueError(f"targets must be class indices in [0, {num_classes}), got "
                                      f"values from {targets.min().item()} to "
                                      f"{targets.max().item()}")
-                ## The logit, not the softmax (paper, section 3). In eval mode image i's score
-                ## depends on image i only, so d(sum_i Y_i)/dA_i = dY_i/dA_i: one backward pass
-                ## gives every image its own gradient.
+                # The logit, not the softmax (paper, section 3). In eval mode image i's score
+                # depends on image i only, so d(sum_i Y_i)/dA_i = dY_i/dA_i: one backward pass
+                # gives every image its own gradient.
                 score = logits.gather(1, targets[:, None]).sum()
-                ## autograd.grad, not backward(): nothing accumulates into any parameter's .grad.
-                ## The tensor hook fires on the way to x_req and records dY/dA.
+                # autograd.grad, not backward(): nothing accumulates into any parameter's .grad.
+                # The tensor hook fires on the way to x_req and records dY/dA.
                 torch.autograd.grad(score, x_req)
             if len(self._grads) != 1:
                 raise RuntimeError("no gradient reached the target layer")
@@ -182,21 +182,21 @@ class GradCAM:
                 m.training = was_training
 
         self.logits, self.activations, self.gradients = logits.detach(), acts, grads
-        ## At least float32 (float64 stays float64 until the end, for exact tests).
+        # At least float32 (float64 stays float64 until the end, for exact tests).
         dtype = torch.promote_types(acts.dtype, torch.float32)
         acts, grads = acts.to(dtype), grads.to(dtype)
         weights = grads.mean(dim=(2, 3))                                   # (N, K): alpha_k^c
         cam = torch.relu((weights[:, :, None, None] * acts).sum(1))        # (N, h, w)
-        ## Min-max per image. pytorch-grad-cam divides by (max - min + 1e-7), which dims a map
-        ## whose raw values span less than about 1e-5 (tiny logits, e.g. an untrained net's early
-        ## layers) and so makes the map depend on the logits' scale. Dividing by the exact range
-        ## gives the same map wherever that epsilon is negligible, and keeps Grad-CAM scale-free;
-        ## a map that is all zero (ReLU killed everything) stays zero.
+        # Min-max per image. pytorch-grad-cam divides by (max - min + 1e-7), which dims a map
+        # whose raw values span less than about 1e-5 (tiny logits, e.g. an untrained net's early
+        # layers) and so makes the map depend on the logits' scale. Dividing by the exact range
+        # gives the same map wherever that epsilon is negligible, and keeps Grad-CAM scale-free;
+        # a map that is all zero (ReLU killed everything) stays zero.
         lo = cam.amin(dim=(1, 2), keepdim=True)
         hi = cam.amax(dim=(1, 2), keepdim=True)
         cam = (cam - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-        ## Bilinear upsampling to the input's size; align_corners=False is the half-pixel
-        ## convention of cv2.resize, which pytorch-grad-cam uses.
+        # Bilinear upsampling to the input's size; align_corners=False is the half-pixel
+        # convention of cv2.resize, which pytorch-grad-cam uses.
         cam = F.interpolate(cam[:, None], size=(height, width), mode="bilinear",
                             align_corners=False)[:, 0]                    # (N, H, W)
         return cam.clamp(0, 1).to(device=x.device, dtype=torch.float32).contiguous()
@@ -249,23 +249,87 @@ def _as_targets(targets, n: int, device) -> torch.Tensor:
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"targets must be integer class indices, got dtype {t.dtype}")
     if t.shape[0] != n:
-        ## Never truncate or broadcast silently: a short list means the caller lost track.
+        # Never truncate or broadcast silently: a short list means the caller lost track.
         raise ValueError(f"got {t.shape[0]} targets for a batch of {n} images; "
                          "give one class per image")
     return t.long()
 
 
-def jet(x: torch.Tensor) -> torch.Tensor:
-    """A pure-torch approximation of matplotlib's 'jet' colormap: (...) in [0, 1] -> (..., 3) RGB.
+# matplotlib's "jet" (its _jet_data): for each channel, (position, value) knots joined linearly.
+_JET_KNOTS = (((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),                # red
+              ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),  # green
+              ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)))                 # blue
 
-    Piecewise linear: each channel is a tent of height 1.5 clipped to [0, 1], centred at 3/4 (red),
-    1/2 (green) and 1/4 (blue). jet(0) = (0, 0, 0.5) dark blue, jet(0.5) = (0.5, 1, 0.5),
-    jet(1) = (0.5, 0, 0) dark red, as matplotlib; in between it differs by at most about 0.1.
-    """
+
+def _piecewise_linear(x, knots):
+    """The polyline through `knots` ((position, value), ...) evaluated at x (positions in 0..1)."""
+    out = torch.zeros_like(x)
+    for (x0, y0), (x1, y1) in zip(knots[:-1], knots[1:]):
+        inside = (x >= x0) & (x <= x1)
+        out = torch.where(inside, y0 + (y1 - y0) * (x - x0) / (x1 - x0), out)
+    return out
+
+
+def map_sizes(model: nn.Module, x: torch.Tensor) -> dict:
+    """Where Grad-CAM can be taken: {name: (h, w)} for every submodule of `model` whose output,
+    for the input x (N, C, H, W), is one (N, K, h, w) feature map of more than one pixel, in the
+    order of model.named_modules(). One forward pass under no_grad, in eval mode (each module's
+    mode is given back). For the custom ResNet on 32x32 images: prep (32, 32), layer1 (16, 16),
+    layer2 (8, 8), layer3 (4, 4) and the parts inside them; not its pool (1x1) or fc (no map)."""
+    sizes = {}
+
+    def record(name):
+        def hook(module, inputs, out):            # returns None: the output is left alone
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1:
+                sizes.setdefault(name, tuple(out.shape[-2:]))
+        return hook
+    handles = [module.register_forward_hook(record(name)) for name, module in model.named_modules() if name]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, was_training in modes:
+            m.training = was_training
+    return {name: sizes[name] for name, _ in model.named_modules() if name in sizes}
+
+
+def unknown_layer(name, sizes: dict) -> str:
+    """The message for a layer name that is not a key of `sizes` (from map_sizes): the closest
+    name, the top-level parts with their map sizes, then the parts inside them."""
+    import difflib
+    near = difflib.get_close_matches(str(name), list(sizes), 1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    top = ", ".join(f"{n} ({h}x{w})" for n, (h, w) in sizes.items() if "." not in n)
+    inside = ", ".join(n for n in sizes if "." in n)
+    return f"unknown Grad-CAM layer {name!r}{hint}; valid: {top}, or a part inside them: {inside}"
+
+
+def jet(x: torch.Tensor) -> torch.Tensor:
+    """matplotlib's 'jet' colormap in pure torch: (...) in [0, 1] -> (..., 3) RGB in [0, 1].
+
+    As matplotlib computes it: the value picks one of 256 entries, floor(256 x) (255 for x = 1),
+    and entry i is the polyline of the knots at i / 255. jet(0) = (0, 0, 0.5) dark blue,
+    jet(1) = (0.5, 0, 0) dark red."""
     x = torch.as_tensor(x)
     x = (x if x.is_floating_point() else x.float()).clamp(0, 1)
-    centres = torch.tensor([3.0, 2.0, 1.0], dtype=x.dtype, device=x.device)   # (3,) r, g, b
-    return (1.5 - (4 * x[..., None] - centres).abs()).clamp(0, 1)             # (..., 3)
+    entry = (x * 256).floor().clamp(max=255) / 255                              # matplotlib's LUT
+    return torch.stack([_piecewise_linear(entry, knots) for knots in _JET_KNOTS], dim=-1)
+
+
+def blend(pictures: torch.Tensor, cams: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """(1 - alpha) * pictures + alpha * jet(cams): a map laid over its image.
+
+    pictures: (N, H, W, 3) in [0, 1] (what plt.imshow takes); cams: (N, H, W) in [0, 1].
+    Returns (N, H, W, 3) in [0, 1], float32, on the CPU."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    pictures = torch.as_tensor(pictures).detach().float().cpu()
+    heat = jet(torch.as_tensor(cams).detach().float().cpu())                 # (N, H, W, 3)
+    return ((1 - alpha) * pictures + alpha * heat).clamp(0, 1)
 
 
 def overlay(images: torch.Tensor, cams: torch.Tensor, alpha: float = 0.5,
@@ -287,13 +351,10 @@ def overlay(images: torch.Tensor, cams: torch.Tensor, alpha: float = 0.5,
     if tuple(cams.shape) != (n, height, width):
         raise ValueError(f"cams shape {tuple(cams.shape)} does not match images "
                          f"{tuple(images.shape)}: expected {(n, height, width)}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if len(mean) != 3 or len(std) != 3:
         raise ValueError(f"mean and std need 3 values each, got {len(mean)} and {len(std)}")
     images = images.detach().float().cpu()
     mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]             # (3, 1, 1)
     std = torch.tensor(std, dtype=torch.float32)[:, None, None]
     pictures = (images * std + mean).clamp(0, 1).permute(0, 2, 3, 1)         # (N, H, W, 3)
-    heat = jet(cams.detach().float().cpu())                                   # (N, H, W, 3)
-    return ((1 - alpha) * pictures + alpha * heat).clamp(0, 1)
+    return blend(pictures, cams, alpha)

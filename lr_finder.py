@@ -36,28 +36,14 @@ the test only looks.
 Why the FIRST minimum: Smith takes LRMAX where the loss stops falling and turns ragged or
 rises. With BatchNorm and weight decay the loss of a long test can fall a second time at huge
 LRs (the scale-invariant weights grow, so the effective step shrinks), and the global minimum
-then lies far beyond the turn: on 10,000 real CIFAR-10 images a 100-step test turned up at 0.46
-and had its global minimum at 8.3. Later dips are ignored.
-Why backoff 2 (measured, docs/lr-rule.md "The LR rule on real images"): on real CIFAR-10 images the
-first minimum was at 0.34-0.35 (seed 0 on a CPU: 40,000 images, 78 steps; 10,000 images, 20
-steps; on a GPU 0.17-0.40 over seeds 0-4, each seed drawing other augmented batches), and the
-recipe's shape trained at LRMAX 0.1 -> 74.5%, 0.2 -> 74.7%, 0.4 -> 71.1% (10,000 images, 8
-epochs, validation split): the first minimum itself lands where training has started to
-degrade; half of it lands in the plateau. The old rule (global minimum / 10, fastai's
-"minimum/10") picked 0.035, below the plateau. On the synthetic evidence the same rule picks 0.31
-(width 64; grid 0.1 -> 81.7%, 0.4 -> 77.8%) and 0.09 (width 16; grid 0.05-3.2 all 79-81%).
-The full 24-epoch recipe on real images (40,000 training images, validation split, one H200)
-confirms it: LRMAX 0.05 -> 89.1%, 0.1 -> 89.5%, 0.2 -> 89.4-90.0%, 0.4 -> 89.6-90.2%,
-0.8 -> 89.0% (LRMIN = LRMAX / 10), and the rule's picks (0.09-0.20 over seeds 0-4) sit on that
-plateau; the first minimum itself (backoff 1) does no better there and is riskier in short runs.
+then lies far beyond the turn. Later dips are ignored.
+Why backoff 2: the first minimum itself lands where training has started to degrade; half of it
+lands on the plateau of LRs that train equally well. Why LRMIN = LRMAX / 20: Smith (1803.09820)
+suggests a minimum a factor of about 10-20 below the maximum for a single cycle (his CLR paper,
+1506.01186, used 3-4 for repeated cycles); with no annihilation the run ends at LRMIN, so the
+factor matters. Both were chosen on measurements, given with their data in docs/lr-rule.md.
 The smoothed loss is an exponential moving average (`RangeTestResult.smoothed`), so it lags
 the raw loss; its first minimum sits where the raw loss has stopped falling.
-For LRMIN, Smith (1803.09820) suggests a minimum a factor of about 10-20 below the maximum for
-a single cycle (his CLR paper, 1506.01186, used 3-4 for repeated cycles); we take 20. With no
-annihilation the run ends at LRMIN, so the factor matters: in the full recipe on real images,
-factor 20 beat factor 10 in all 10 paired runs (seeds 0-4, backoff 2 and 1; same range test, so
-the same LRMAX): +0.32 points over the 10 pairs, +0.16 for the default rule (90.10% against
-89.94% over 5 seeds). On 10,000 images for 8 epochs the two tied (74.65% / 74.67%).
 Warnings land in `note`: a minimum at the first point means the loss never fell (lower
 start_lr); a minimum at the last point of a completed test means the loss was still falling
 at end_lr (raise end_lr).
@@ -67,8 +53,8 @@ at end_lr (raise end_lr).
   `loss > diverge_th * best_loss`, and a NaN compares False, so a NaN loss does not stop the
   test: it goes on stepping with NaN weights and the smoothed curve stays NaN.
 - The suggestion is a factor 2 below the first minimum of the smoothed loss, not the point of
-  steepest descent of the plotted curve (which on the real CIFAR-10 curves above lay at 0.07-0.2
-  and moved with noise), and never a dip after the loss has turned up.
+  steepest descent of the plotted curve (which moves with the noise of the curve), and never a
+  dip after the loss has turned up.
 - Restoring the model and the optimizer is automatic and happens in a `finally`, so also
   after an exception; there it is a separate `reset()` call. Our copies are kept on the CPU
   (its in-memory cache deep-copies the state on the model's device: twice the GPU memory).
@@ -81,7 +67,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 MODES = ("exp", "linear")
-# The rule's defaults (module docstring): chosen on real CIFAR-10 images, see docs/lr-rule.md.
+# The rule's defaults (module docstring): chosen on measurements, docs/lr-rule.md.
 BACKOFF = 2.0       # LRMAX = LR at the first minimum / BACKOFF
 MIN_FACTOR = 20.0   # LRMIN = LRMAX / MIN_FACTOR
 RISE = 0.05         # the smoothed loss "turns up" once it is 5% above its lowest value so far
@@ -174,7 +160,7 @@ def _lr_at(i, start_lr, end_lr, num_iter, mode):
     """LR for batch i (0-based): start_lr at batch 0, end_lr (up to rounding) at the last."""
     t = i / (num_iter - 1)
     if mode == "exp":
-        ## equal steps in log(LR): each decade gets the same number of batches
+        # equal steps in log(LR): each decade gets the same number of batches
         return start_lr * (end_lr / start_lr) ** t
     return start_lr + (end_lr - start_lr) * t
 
@@ -216,7 +202,7 @@ def _snapshot(model, optimizer, scaler):
         "grads": [None if p.grad is None else p.grad.detach().to("cpu", copy=True)
                   for p in model.parameters()],
         "optimizer": {"state": _to_cpu(opt_state["state"]),   # momentum buffers, Adam moments
-                      ## hyperparameters are small: copied where they live (a tensor LR stays put)
+                      # hyperparameters are small: copied where they live (a tensor LR stays put)
                       "param_groups": copy.deepcopy(opt_state["param_groups"])},
         "scaler": None if scaler is None else copy.deepcopy(scaler.state_dict()),
     }
@@ -224,10 +210,10 @@ def _snapshot(model, optimizer, scaler):
 
 @torch.no_grad()
 def _restore(model, optimizer, scaler, snap):
-    ## load_state_dict copies into the existing tensors, so each keeps its device and dtype
+    # load_state_dict copies into the existing tensors, so each keeps its device and dtype
     model.load_state_dict(snap["model"])
-    ## the optimizer's load_state_dict replaces its whole state (buffers created during the
-    ## test disappear) and moves each state tensor to its parameter's device
+    # the optimizer's load_state_dict replaces its whole state (buffers created during the
+    # test disappear) and moves each state tensor to its parameter's device
     optimizer.load_state_dict(snap["optimizer"])
     for name, m in model.named_modules():
         m.training = snap["training"][name]                   # per module: frozen BNs stay frozen
@@ -305,7 +291,7 @@ def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=1e-4, end_lr=1
                 loss = loss_fn(model(x), y)
             value = loss.item()                # one host sync per step: the curve needs it
             if not math.isfinite(value):
-                ## never step with (or record) a NaN/inf loss: that is divergence already
+                # never step with (or record) a NaN/inf loss: that is divergence already
                 stop_reason = "non-finite loss"
                 break
             if scaler is not None:
@@ -323,7 +309,7 @@ def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=1e-4, end_lr=1
             if step_hook is not None:
                 step_hook(i, lr, value)
             best = min(best, s)
-            ## `best > 0` guards losses that can reach 0 or below, where "5x best" means nothing
+            # `best > 0` guards losses that can reach 0 or below, where "5x best" means nothing
             if best > 0 and s > diverge * best:
                 stop_reason = "diverged"
                 break
@@ -363,8 +349,8 @@ def plot_range_test(result, path=None, ax=None):
     ax.set_ylabel("training loss")
     ax.set_title("LR range test")
 
-    ## clip the top so a divergent tail does not squash the interesting part: 1.5x the highest
-    ## smoothed loss up to its first minimum, or less if no raw loss reaches that high
+    # clip the top so a divergent tail does not squash the interesting part: 1.5x the highest
+    # smoothed loss up to its first minimum, or less if no raw loss reaches that high
     i_min = first_minimum(smoothed)
     top = min(max(losses), 1.5 * max(smoothed[: i_min + 1]))
     bottom = min(losses)

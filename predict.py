@@ -19,7 +19,9 @@ Each printed line says what was done. Tensors work too: uint8 (N, 3, H, W) or (3
 0..255, or float in [0, 1] (torchvision's ToTensor scale).
 
 The numbers are those of the training run: the same normalisation, batching, precision
-(`--precision auto`, as train.py) and logits as `train.evaluate`.
+(`--precision auto`, as train.py) and logits as train.py's evaluation (tests/test_predict.py
+holds them equal). Inference only: this module imports the network, Grad-CAM and the checkpoint
+reader, never the training code, so it can run where that code is not (the web app, app/).
 """
 import argparse
 import dataclasses
@@ -29,12 +31,14 @@ import sys
 
 import torch
 
-import data as cifar
+import checkpoint
 import gradcam
-import train
+import plots
 import utils
-from custom_resnet import CustomResNet
+from custom_resnet import CLASSES, CustomResNet, normalize
 from utils import UsageError
+
+DEFAULT_LAYER = "layer3"        # Grad-CAM's layer, as train.py's default
 
 FITS = ("crop", "squash")
 HOW_FITTED = {"crop": "central square resized to 32x32 (antialiased bilinear)",
@@ -53,13 +57,7 @@ def load_model(path, width=None, device="cpu") -> CustomResNet:
     """
     path = os.fspath(path)
     use = "give the model.pt that train.py wrote (in its --out-dir, ./out by default)"
-    state = utils.load_torch_file(path, path, "weights file", use)
-    if isinstance(state, dict) and state.get("format") == train.CHECKPOINT_FORMAT:
-        beside = os.path.join(os.path.dirname(path), "model.pt")
-        raise UsageError(f"{path} is a training checkpoint (for python train.py --resume); give the "
-                         f"weights written beside it: {beside}")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UsageError(f"{path}: not a state_dict of weights; {use}")
+    state = checkpoint.read_weights(path, use)
     prep = state.get("prep.conv.weight")
     if prep is None or prep.dim() != 4 or tuple(prep.shape[1:]) != (3, 3, 3):
         raise UsageError(f"{path}: not the weights of this repository's CustomResNet (no "
@@ -139,8 +137,8 @@ def fit_32(im, fit="crop"):
         note = f"{w}x{h} -> 32x32" if w == h else f"{w}x{h} -> centre {s}x{s} -> 32x32"
     else:
         box, note = None, f"{w}x{h} -> 32x32 squashed"
-    ## Pillow's resize scales its filter with the reduction, i.e. it antialiases (as
-    ## torchvision's Resize(antialias=True)); without that, a 640-pixel photo would alias badly.
+    # Pillow's resize scales its filter with the reduction, i.e. it antialiases (as
+    # torchvision's Resize(antialias=True)); without that, a 640-pixel photo would alias badly.
     return im.resize((32, 32), Image.Resampling.BILINEAR, box=box), note
 
 
@@ -231,21 +229,30 @@ def _runtime(model, precision):
     return utils.pick_runtime(str(next(model.parameters()).device), precision)
 
 
+@torch.inference_mode()
 def logits(model, images_uint8, rt, tta=False, batch_size=1000):
-    """float32 logits (N, 10) of uint8 images (N, 3, 32, 32), computed as train.evaluate does
-    (the same loader normalisation, batches, autocast and train.logits_of)."""
-    labels = torch.zeros(len(images_uint8), dtype=torch.long)          # unused, the loader wants them
-    loader = cifar.DeviceLoader(images_uint8, labels, batch_size, train=False, device=rt.device)
+    """float32 logits (N, 10) of uint8 images (N, 3, 32, 32), computed as train.py's evaluation
+    computes them: the same normalisation, batches of batch_size, autocast and forward passes.
+
+    tta: flip test-time augmentation, the mean of the logits of each image and of its mirror
+    image (airbench's TTA level 1). An image that is its own mirror image gets its plain logits."""
     model.eval()
-    with torch.inference_mode():
-        return torch.cat([train.logits_of(model, x, rt.autocast, tta) for x, _ in loader]).cpu()
+    out = []
+    for start in range(0, len(images_uint8), batch_size):
+        x = normalize(images_uint8[start:start + batch_size].to(rt.device))       # (B, 3, 32, 32)
+        with rt.autocast():
+            batch = model(x).float()
+            if tta:
+                batch = (batch + model(x.flip(-1)).float()) / 2
+        out.append(batch)
+    return torch.cat(out).cpu()
 
 
 def predict(model, images, *, tta=False, fit="crop", top=3, precision="auto", batch_size=1000) -> list:
     """Classify images: a list of Prediction, one per image, in order.
 
     images: a file path, a Pillow image, a tensor (see the module docstring) or a list of them.
-    tta: average the logits of each image and its mirror image (train.logits_of).
+    tta: average the logits of each image and its mirror image (see logits).
     precision: as train.py's --precision; auto = the training run's default, so the numbers equal
     its evaluation's. Runs on the model's device.
     """
@@ -258,7 +265,7 @@ def predict(model, images, *, tta=False, fit="crop", top=3, precision="auto", ba
     for i in range(len(names)):
         p, k = probs[i].topk(top)
         result.append(Prediction(names[i], probs[i], out[i],
-                                 [(cifar.CLASSES[j], float(q)) for q, j in zip(p.tolist(), k.tolist())],
+                                 [(CLASSES[j], float(q)) for q, j in zip(p.tolist(), k.tolist())],
                                  notes[i], pictures[i]))
     return result
 
@@ -266,34 +273,39 @@ def predict(model, images, *, tta=False, fit="crop", top=3, precision="auto", ba
 # ==============================================================================================
 # Grad-CAM, at the layer the user picks
 
+def gradcam_layers() -> dict:
+    """{name: (h, w)}: where Grad-CAM can be taken in CustomResNet for a 32x32 image, and the size
+    of its map there (prep 32x32, layer1 16x16, layer2 8x8, layer3 4x4, and the parts inside)."""
+    return gradcam.map_sizes(CustomResNet(width=1), torch.zeros(1, 3, 32, 32))
+
+
 def check_layer(layer):
-    if layer not in train.gradcam_layers():
-        raise UsageError(train.unknown_layer(layer))
+    layers = gradcam_layers()
+    if layer not in layers:
+        raise UsageError(gradcam.unknown_layer(layer, layers))
     return layer
 
 
 def class_index(name_or_index) -> int:
     """'cat', 'Cat', 3 or '3' -> 3; UsageError listing the classes otherwise."""
     s = str(name_or_index).strip().lower()
-    if s.isdigit() and int(s) < len(cifar.CLASSES):
+    if s.isdigit() and int(s) < len(CLASSES):
         return int(s)
-    if s in cifar.CLASSES:
-        return cifar.CLASSES.index(s)
-    near = difflib.get_close_matches(s, cifar.CLASSES, 1)
+    if s in CLASSES:
+        return CLASSES.index(s)
+    near = difflib.get_close_matches(s, CLASSES, 1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     raise UsageError(f"unknown class {name_or_index!r}{hint}; the classes are "
-                     + ", ".join(f"{i} {c}" for i, c in enumerate(cifar.CLASSES)))
+                     + ", ".join(f"{i} {c}" for i, c in enumerate(CLASSES)))
 
 
-def gradcam_maps(model, images_uint8, targets, layer=train.Config.gradcam_layer):
+def gradcam_maps(model, images_uint8, targets, layer=DEFAULT_LAYER):
     """Grad-CAM maps (N, 32, 32) in [0, 1] for classes `targets` (N,), at `layer`, and the size
-    (h, w) of that layer's map. The images are normalised as the loader does."""
+    (h, w) of that layer's map. The images are normalised as training normalises them."""
     check_layer(layer)
     device = next(model.parameters()).device
-    loader = cifar.DeviceLoader(images_uint8, torch.zeros(len(images_uint8), dtype=torch.long), 1,
-                                train=False, device=device)
     with gradcam.GradCAM(model, layer) as cam:
-        maps = cam(loader.normalize(images_uint8.to(device)), torch.as_tensor(targets))
+        maps = cam(normalize(images_uint8.to(device)), torch.as_tensor(targets))
         size = tuple(cam.activations.shape[-2:])
     return maps.cpu(), size
 
@@ -305,13 +317,13 @@ def plot_explanation(pred: Prediction, cams, classes, roles, layer, path=None, a
     import matplotlib
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    picture = utils.images_hwc(pred.image[None])[0]                          # (32, 32, 3)
-    fig = utils.new_figure((2.3 * (1 + len(classes)) + 1.0, 3.0))
+    picture = plots.images_hwc(pred.image[None])[0]                          # (32, 32, 3)
+    fig = plots.new_figure((2.3 * (1 + len(classes)) + 1.0, 3.0))
     axes = fig.subplots(1, 1 + len(classes))
     cells = [(picture, "what the model sees\n(32x32)")]
     for c, cam, role in zip(classes, cams, roles):
-        cells.append((utils.cam_overlay(picture, cam.clamp(0, 1).numpy(), alpha),
-                      f"Grad-CAM: {cifar.CLASSES[c]}\n({role}, {100 * float(pred.probs[c]):.1f}%)"))
+        cells.append((gradcam.blend(picture[None], cam.clamp(0, 1)[None], alpha)[0].numpy(),
+                      f"Grad-CAM: {CLASSES[c]}\n({role}, {100 * float(pred.probs[c]):.1f}%)"))
     for ax, (img, caption) in zip(axes, cells):
         ax.imshow(img, interpolation="nearest")
         ax.set_title(caption, fontsize=9)
@@ -321,7 +333,7 @@ def plot_explanation(pred: Prediction, cams, classes, roles, layer, path=None, a
     fig.colorbar(colours, ax=axes, shrink=0.8, pad=0.03).set_label("Grad-CAM", fontsize=9)
     fig.suptitle(f"{os.path.basename(pred.name)}  [{pred.fitted}]\nGrad-CAM at {layer}; red = "
                  "what raised that class's score most", fontsize=10)
-    return utils.save_figure(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def _writable(folder):
@@ -331,7 +343,7 @@ def _writable(folder):
         raise UsageError(f"--explain {folder}: cannot create or write to that folder; choose another") from None
 
 
-def explain(model, predictions, out_dir, cam_class=None, layer=train.Config.gradcam_layer) -> list:
+def explain(model, predictions, out_dir, cam_class=None, layer=DEFAULT_LAYER) -> list:
     """Save one Grad-CAM picture per prediction in out_dir: the image, the map for the predicted
     class and the map for `cam_class` (a name or index; None = each image's second most likely
     class). Returns the paths written, `<out_dir>/<file name>.gradcam.png`."""
@@ -339,7 +351,7 @@ def explain(model, predictions, out_dir, cam_class=None, layer=train.Config.grad
     other = None if cam_class is None else class_index(cam_class)
     _writable(out_dir)
     images = torch.stack([p.image for p in predictions])
-    first = [cifar.CLASSES.index(p.top[0][0]) for p in predictions]
+    first = [CLASSES.index(p.top[0][0]) for p in predictions]
     second = [other if other is not None else int(p.probs.topk(2).indices[1]) for p in predictions]
     cams_first, size = gradcam_maps(model, images, first, layer)
     cams_second, _ = gradcam_maps(model, images, second, layer)
@@ -362,17 +374,19 @@ def explain(model, predictions, out_dir, cam_class=None, layer=train.Config.grad
 # Accuracy with and without flip TTA, on a data folder's test_batch
 
 def evaluate_tta(model, data_dir="./data", download=True, precision="auto", batch_size=1000) -> dict:
-    """The accuracy and loss on the test_batch of data_dir, without and with flip TTA, computed
-    by train.evaluate exactly as a training run evaluates. Returns {"plain": {...}, "tta": {...},
+    """The accuracy and loss on the test_batch of data_dir, without and with flip TTA, from the
+    logits a training run's evaluation computes (see logits). Returns {"plain": {...}, "tta": {...},
     "n": images, "split": "test" or "validation" (data.Cifar10.eval_split), "gain_points": tta
     accuracy - plain accuracy}."""
-    d = cifar.load_cifar10(data_dir, download=download)
+    import data        # here: only --evaluate reads a data folder (and may download CIFAR-10)
+    d = data.load_cifar10(data_dir, download=download)
     rt = _runtime(model, precision)
-    loader = cifar.DeviceLoader(d.test_images, d.test_labels, batch_size, train=False, device=rt.device)
     result = {"n": len(d.test_labels), "split": d.eval_split, "device": str(rt.device), "precision": rt.precision}
     for key, tta in (("plain", False), ("tta", True)):
-        ev = train.evaluate(model, loader, rt, tta)
-        result[key] = {"accuracy": 100 * ev["correct"] / ev["n"], "correct": ev["correct"], "loss": ev["loss"]}
+        out = logits(model, d.test_images, rt, tta, batch_size)                      # (N, 10)
+        correct = int((out.argmax(1) == d.test_labels).sum())
+        loss = torch.nn.functional.cross_entropy(out, d.test_labels).item()
+        result[key] = {"accuracy": 100 * correct / len(out), "correct": correct, "loss": loss}
     result["gain_points"] = result["tta"]["accuracy"] - result["plain"]["accuracy"]
     return result
 
@@ -403,10 +417,10 @@ def parse_args(argv):
                         "predicted class and for --cam-class")
     p.add_argument("--cam-class", default=None, metavar="CLASS",
                    help="the class of the last map, a name or 0-9 (default: each image's runner-up)")
-    p.add_argument("--layer", default=train.Config.gradcam_layer,
+    p.add_argument("--layer", default=DEFAULT_LAYER,
                    help="the part Grad-CAM is taken at: prep (32x32 map), layer1 (16x16), layer2 "
                         "(8x8), layer3 (4x4), or a part inside them such as layer1.res "
-                        f"(default: {train.Config.gradcam_layer})")
+                        f"(default: {DEFAULT_LAYER})")
     p.add_argument("--width", type=int, default=None,
                    help="check that the weights are of this width (default: read from the file)")
     p.add_argument("--evaluate", action="store_true",

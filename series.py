@@ -1,17 +1,19 @@
-"""Statistics over a series of runs of the recipe with different seeds (`python train.py --seeds N`).
+"""Runs of the recipe over seeds and their statistics (`python train.py --seeds N`).
 
 One run's test accuracy is signal plus seed noise (a few tenths of a point for this recipe), so
 the references report statistics over many runs: Page the median and the pass rate over 50 runs
 ("35 of 50 reached 94%"), airbench the mean and standard deviation over 25 runs or more,
-hlb-CIFAR10 mean, std, min and max. `summarize` turns the records of the runs (their
-metrics.json) into those numbers; `train.run_seeds` runs the series and writes them to
+hlb-CIFAR10 mean, std, min and max. `run_seeds` runs the series, each run in its own folder, and
+`summarize` turns the runs' records (their metrics.json) into those numbers, in
 `<out_dir>/summary.json`.
-
-Imports only the standard library (utils and matplotlib inside the plot).
 """
+import dataclasses
+import json
 import os
 import statistics
-import subprocess
+
+import utils
+from utils import Diverged, Interrupted, UsageError
 
 PASS_THRESHOLDS = (93, 94)    # test accuracy, %: pass rates as Page reports them
 
@@ -105,19 +107,6 @@ def summarize(rows, seeds, config, code) -> dict:
     }
 
 
-def code_version(repo=os.path.dirname(os.path.abspath(__file__))) -> dict:
-    """The git commit of the code and whether tracked files had uncommitted changes; None for
-    both where git or the repository is missing (files copied alone, a zip download)."""
-    def git(*args):
-        return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-    try:
-        return {"git_commit": git("rev-parse", "HEAD"),
-                "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_dirty": None}
-
-
 # ==============================================================================================
 # The printed table and the picture
 
@@ -153,12 +142,12 @@ def format_table(summary) -> str:
 def plot_accuracies(summary, path=None):
     """The test accuracy of every run against its seed, the mean and the pass thresholds drawn,
     so a reader sees the spread and any outlier that the mean and std hide."""
-    import utils
+    import plots
     done = [r for r in summary["runs"] if r["status"] == "complete"]
     split = summary.get("eval_split", "test")
     if not done:
-        return utils.message_figure("No complete run yet", f"{split.capitalize()} accuracy per seed", path)
-    fig = utils.new_figure((7, 3.5))
+        return plots.message_figure("No complete run yet", f"{split.capitalize()} accuracy per seed", path)
+    fig = plots.new_figure((7, 3.5))
     ax = fig.add_subplot()
     ax.plot([r["seed"] for r in done], [r["test_accuracy"] for r in done], "o", label="one run")
     a = summary["test_accuracy"]
@@ -173,4 +162,76 @@ def plot_accuracies(summary, path=None):
     std = "" if a["std"] is None else f", std {a['std']:.2f} (sample)"
     ax.set_title(f"{split.capitalize()} accuracy of {a['n']} run(s): median {a['median']:.2f}%{std}")
     ax.legend(fontsize=8, loc="best")
-    return utils.save_figure(fig, path)
+    return plots.save_figure(fig, path)
+
+
+# ==============================================================================================
+# The series: one run per seed, each in its own folder
+
+def run_seeds(main, cfg) -> dict:
+    """main() (train.main) for the seeds cfg.seed .. cfg.seed + cfg.seeds - 1, each run in
+    <out_dir>/seed-<s>/ with its usual files and its own range test; then the statistics in
+    <out_dir>/summary.json, a table on the screen and accuracies.png. Returns the summary.
+
+    The summary is rewritten after every run, so an interrupted series leaves the finished runs'
+    statistics. The same command continues it: a finished run (metrics.json complete, or
+    diverged: a failure of the recipe that would repeat) is kept, an interrupted one continues
+    from its last checkpoint, the rest run.
+    """
+    if cfg.resume:
+        raise UsageError("--resume continues one run; to continue a series, run the same --seeds "
+                         "command again (finished runs are kept)")
+    utils.ensure_writable_dir(cfg.out_dir)
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    config, code, rows = dataclasses.asdict(cfg), utils.code_version(), []
+    for seed in seeds:
+        folder = os.path.join(cfg.out_dir, f"seed-{seed}")
+        run_cfg = dataclasses.replace(cfg, seeds=1, seed=seed, out_dir=folder)
+        record = earlier_run(folder, run_cfg)
+        if record and record["status"] in ("complete", "diverged"):
+            print(f"=== seed {seed}: kept the finished run in {folder} ({record['status']})")
+        else:
+            print(f"=== seed {seed} (run {len(rows) + 1} of {len(seeds)}) in {folder}")
+            record = run_in_series(main, run_cfg, record, f"{len(rows)} of {len(seeds)}")
+        rows.append(run_row(record, seed, folder))
+        summary = summarize(rows, seeds, config, code)
+        utils.atomic_write_json(summary, os.path.join(cfg.out_dir, "summary.json"))
+    if cfg.plots:
+        plot_accuracies(summary, os.path.join(cfg.out_dir, "accuracies.png"))
+    print(format_table(summary))
+    return summary
+
+
+def earlier_run(folder, cfg):
+    """The record in folder/metrics.json (None if there is none), after checking that it was made
+    with the settings cfg (a train.Config) asks for: a series must not mix runs of two recipes."""
+    path = os.path.join(folder, "metrics.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    clash = cfg.differs_from(record["config"])
+    if clash:
+        k, have, want = clash
+        raise UsageError(f"{folder} holds a run made with {k}={have!r}, but this series asks for "
+                         f"{k}={want!r}: give another --out-dir, or delete {folder} to run it again")
+    return record
+
+
+def run_in_series(main, cfg, record, finished):
+    """One run of the series: continued from its checkpoint when an earlier attempt left one.
+    A diverged run is returned as such (its metrics.json says so); Ctrl-C stops the series."""
+    overrides = dataclasses.asdict(cfg)
+    checkpoint = os.path.join(cfg.out_dir, "checkpoint.pt")
+    if record and os.path.isfile(checkpoint):
+        # Every setting passed on: a resumed run refuses one the checkpoint was not made with.
+        overrides["resume"] = checkpoint
+    try:
+        return main(**overrides)
+    except Diverged as e:
+        print(f"this run diverged and counts as a failure of the recipe: {e}")
+        with open(os.path.join(cfg.out_dir, "metrics.json")) as f:
+            return json.load(f)
+    except (Interrupted, KeyboardInterrupt):
+        raise Interrupted(f"interrupted; {finished} runs of the series were finished and are kept. Run the "
+                          "same command again to continue (this run from its last checkpoint, if it has one)") from None

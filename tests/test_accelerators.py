@@ -77,11 +77,11 @@ def test_train_step_learns_a_fixed_batch_at_the_devices_precisions(device):
         torch.manual_seed(0)
         model = CustomResNet(width=16).to(rt.device, memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-        scaler, loss_fn = rt.grad_scaler(), torch.nn.CrossEntropyLoss()
+        scaler = rt.grad_scaler()
+        learner = train.Learner(model, model, opt, scaler, torch.nn.CrossEntropyLoss(), rt)
         x = torch.randn(64, 3, 32, 32).to(rt.device, memory_format=torch.channels_last)
         y = torch.randint(0, 10, (64,)).to(rt.device)
-        losses = [train.train_step(model, x, y, opt, scaler, rt.autocast, loss_fn)[1].item()
-                  for _ in range(30)]
+        losses = [train.train_step(learner, x, y)[1].item() for _ in range(30)]
         assert all(torch.isfinite(torch.tensor(losses))), (precision, losses)
         assert losses[-1] < 0.5 * losses[0], (rt.precision, losses)   # it memorises the batch
         if rt.precision == "fp16":
@@ -110,7 +110,7 @@ def test_lr_range_test_restores_device_state_bit_for_bit(device):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     d = data.synthetic_cifar10(256, 8)
     batches = list(data.DeviceLoader(d.train_images, d.train_labels, 64, train=True, device=rt.device))
-    train.train_step(model, *batches[0], opt, rt.grad_scaler(), rt.autocast, F.cross_entropy)
+    train.train_step(train.Learner(model, model, opt, rt.grad_scaler(), torch.nn.CrossEntropyLoss(), rt), *batches[0])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     momentum = {i: s["momentum_buffer"].clone() for i, s in enumerate(opt.state.values())}
     scaler = rt.grad_scaler()
@@ -159,12 +159,11 @@ def test_device_timer_waits_for_the_devices_work(device):
 
 @pytest.mark.parametrize("device", ACCELERATORS)
 def test_a_run_on_the_device_learns_and_resumes_on_the_device_and_on_the_cpu(
-        device, tmp_path, monkeypatch, interrupt_in_epoch):
-    interrupt_in_epoch(3)                        # Ctrl-C in epoch 3: the checkpoint holds 2 epochs
-    with pytest.raises(train.Interrupted):
+        device, tmp_path, interrupt_in_epoch):
+    # Ctrl-C in epoch 3 (one evaluation batch an epoch): the checkpoint holds 2 epochs.
+    with interrupt_in_epoch(3), pytest.raises(utils.Interrupted):
         train.main(synthetic=True, synthetic_train=2560, synthetic_test=512, width=16, batch_size=128,
                    epochs=3, device=device, progress=False, out_dir=str(tmp_path))      # range test first
-    monkeypatch.undo()
     checkpoint = str(tmp_path / "checkpoint.pt")
     assert torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] == 2
     after_2 = str(tmp_path / "after_2_epochs.pt")       # the run below overwrites checkpoint.pt

@@ -83,7 +83,7 @@ def commands(text):
 
 def parse(script, argv):
     """None if argv parses with the script's current flags, else what went wrong."""
-    parser = {"train": train.parse_args, "predict": predict.parse_args}[script]
+    parser = {"train": train.Config.parse_args, "predict": predict.parse_args}[script]
     try:
         parser(argv)
     except SystemExit as e:

@@ -247,8 +247,8 @@ def test_frozen_parameters_no_grad_and_inference_mode():
 # ----- 6. shape, range, normalisation, memory format, autocast ---------------------------------
 def test_range_and_normalisation_do_not_depend_on_the_logit_scale():
     model, x = _model(), _images()
-    ## The tiny random net's raw maps at "prep" span only ~1e-6: exact min-max normalisation
-    ## must still stretch them to [0, 1] (pytorch-grad-cam's +1e-7 would dim them to ~0.9).
+    # The tiny random net's raw maps at "prep" span only ~1e-6: exact min-max normalisation
+    # must still stretch them to [0, 1] (pytorch-grad-cam's +1e-7 would dim them to ~0.9).
     with gradcam.GradCAM(model, "prep") as cam:                  # 32x32 map: no upsampling
         out = cam(x, [4, 5, 8])
     assert out.shape == (N, 32, 32) and out.dtype == torch.float32
@@ -283,14 +283,38 @@ def test_channels_last_and_autocast():
 
 
 # ----- 7. jet and overlay ------------------------------------------------------------------------
-def test_jet():
-    c = gradcam.jet(torch.tensor([0.0, 0.5, 1.0]))
-    torch.testing.assert_close(c, torch.tensor([[0, 0, 0.5], [0.5, 1, 0.5], [0.5, 0, 0]]))
+def test_jet_is_matplotlibs():
+    c = gradcam.jet(torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(c, torch.tensor([[0, 0, 0.5], [0.5, 0, 0]]))
     assert gradcam.jet(torch.rand(2, 5, 7)).shape == (2, 5, 7, 3)
     mpl = pytest.importorskip("matplotlib")
-    v = torch.linspace(0, 1, 101)
-    ref = torch.tensor(mpl.colormaps["jet"](v.numpy())[:, :3], dtype=torch.float32)
-    assert (gradcam.jet(v) - ref).abs().max() < 0.15             # an approximation, not a copy
+    v = torch.cat([torch.linspace(0, 1, 1001), torch.tensor([-0.5, 1.5, 0.35, 0.66])])   # knots, out of range
+    ref = torch.tensor(mpl.colormaps["jet"](v.clamp(0, 1).numpy())[:, :3], dtype=torch.float32)
+    torch.testing.assert_close(gradcam.jet(v), ref, atol=1e-6, rtol=0)
+
+
+def test_blend_lays_the_map_over_the_picture():
+    pictures = torch.full((1, 2, 2, 3), 0.5)
+    cams = torch.tensor([[[0.0, 1.0], [0.25, 0.75]]])
+    torch.testing.assert_close(gradcam.blend(pictures, cams, alpha=0.0), pictures)
+    torch.testing.assert_close(gradcam.blend(pictures, cams, alpha=1.0), gradcam.jet(cams))
+    torch.testing.assert_close(gradcam.blend(pictures, cams, alpha=0.3), 0.7 * pictures + 0.3 * gradcam.jet(cams))
+    with pytest.raises(ValueError, match="alpha"):
+        gradcam.blend(pictures, cams, alpha=-0.1)
+
+
+def test_map_sizes_list_the_layers_with_a_map_and_their_sizes():
+    model = _model().train()
+    sizes = gradcam.map_sizes(model, torch.zeros(1, 3, 32, 32))
+    assert model.training                                           # its mode is given back
+    assert list(sizes)[:5] == ["prep", "prep.conv", "prep.bn", "prep.relu", "layer1"]
+    assert sizes["layer1"] == (16, 16) and sizes["layer1.conv.conv"] == (32, 32)     # before its pool
+    assert sizes["layer3"] == (4, 4) and "pool" not in sizes and "fc" not in sizes   # 1x1, and no map
+    with gradcam.GradCAM(model, "layer1.conv.conv") as cam:             # every name is a valid target
+        assert cam(_images()).shape == (N, 32, 32)
+    message = gradcam.unknown_layer("layer4", sizes)
+    assert message.startswith("unknown Grad-CAM layer 'layer4' (did you mean 'layer3'?); valid: prep (32x32), "
+                              "layer1 (16x16), layer2 (8x8), layer3 (4x4), or a part inside them: prep.conv")
 
 
 def test_overlay():

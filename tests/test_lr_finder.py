@@ -226,8 +226,8 @@ def test_non_finite_first_loss_raises_and_restores():
 
 # ----------------------------------------------------------------------------- 4. divergence
 def test_divergence_stops_early_and_lr_max_backs_off():
-    ## plain SGD on least squares is unstable once lr > 2 / (largest Hessian eigenvalue), here
-    ## about 1: the loss then grows geometrically, a real divergence rather than a faked one
+    # plain SGD on least squares is unstable once lr > 2 / (largest Hessian eigenvalue), here
+    # about 1: the loss then grows geometrically, a real divergence rather than a faked one
     torch.manual_seed(0)
     model = nn.Linear(4, 1, bias=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -296,9 +296,9 @@ def test_pick_lrs_notes_and_edge_cases():
 
 
 def test_a_second_descent_after_the_loss_turned_up_is_ignored():
-    ## Shape measured on real CIFAR-10 images (10,000 images, 100 steps, docs/lr-rule.md): the loss falls
-    ## to a minimum near LR 0.3, rises ~9%, then falls again to a LOWER value near LR 8, where
-    ## training at that LR fails. The pick must stay at the first minimum.
+    # Shape measured on real CIFAR-10 images (10,000 images, 100 steps, docs/lr-rule.md): the loss falls
+    # to a minimum near LR 0.3, rises ~9%, then falls again to a LOWER value near LR 8, where
+    # training at that LR fails. The pick must stay at the first minimum.
     lrs = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
     smoothed = [2.0, 1.9, 1.82, 1.99, 1.95, 1.85, 1.75]
     lr_max, lr_min, rule, note = pick_lrs(lrs, smoothed, backoff=1.0, min_factor=10.0, rise=0.05)
@@ -332,7 +332,7 @@ def test_smoothing_by_hand():
 
 
 def test_smoothing_matches_closed_form():
-    ## s_i = (1-a)^i l_0 + sum_{j=1..i} a (1-a)^(i-j) l_j: the EMA with s_0 = l_0 unrolled
+    # s_i = (1-a)^i l_0 + sum_{j=1..i} a (1-a)^(i-j) l_j: the EMA with s_0 = l_0 unrolled
     rng = np.random.default_rng(0)
     losses = [float(np.float32(v)) for v in rng.uniform(1.0, 2.0, 12)]
     a = 0.05

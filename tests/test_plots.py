@@ -13,7 +13,8 @@ import sys
 import pytest
 import torch
 
-import utils
+import plots
+import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -69,46 +70,12 @@ def fake_misclassified(n, seed=0):
 
 
 # ----------------------------------------------------------------------------------------------
-# matplotlib stays out of `import utils`
+# matplotlib is imported when a picture is drawn, not before
 
-def test_import_utils_does_not_import_matplotlib():
-    code = "import utils, sys; assert 'matplotlib' not in sys.modules, 'utils imported matplotlib'"
+def test_importing_plots_or_train_does_not_import_matplotlib():
+    code = ("import plots, train, sys; assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-
-
-# ----------------------------------------------------------------------------------------------
-# Confusion matrix and per-class accuracy, against counts done by hand
-
-def test_confusion_matrix_hand_computed():
-    # pairs (true, pred): (0,0) (0,1) (1,1) (2,0)
-    labels, preds = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 0])
-    cm = utils.confusion_matrix(labels, preds, num_classes=3)
-    assert cm.dtype == torch.int64
-    assert cm.tolist() == [[1, 1, 0],
-                           [0, 1, 0],
-                           [1, 0, 0]]
-    assert utils.per_class_accuracy(cm) == [50.0, 100.0, 0.0]
-
-
-def test_confusion_matrix_accepts_lists_and_keeps_total():
-    labels = [3, 3, 9, 0, 5]
-    cm = utils.confusion_matrix(labels, [3, 5, 9, 0, 3])
-    assert cm.shape == (10, 10) and int(cm.sum()) == 5 and int(cm.trace()) == 3
-    assert cm[3, 5] == 1 and cm[5, 3] == 1
-
-
-def test_per_class_accuracy_empty_class_is_none():
-    cm = utils.confusion_matrix([0, 0, 1], [0, 1, 1], num_classes=3)    # class 2 has no images
-    acc = utils.per_class_accuracy(cm)
-    assert acc == [50.0, 100.0, None]
-
-
-def test_confusion_matrix_rejects_bad_input():
-    with pytest.raises(ValueError):
-        utils.confusion_matrix([0, 1], [0])
-    with pytest.raises(ValueError):
-        utils.confusion_matrix([0, 10], [0, 1], num_classes=10)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,7 +85,7 @@ def test_confusion_matrix_rejects_bad_input():
 def test_plot_curves(tmp_path, epochs):
     history = fake_history(epochs)
     path = tmp_path / "curves.png"
-    fig = utils.plot_curves(history, path=str(path))
+    fig = plots.plot_curves(history, path=str(path))
     assert_png_drawn(fig, path)
     ax_loss, ax_acc = fig.axes
     x = [float(h["epoch"]) for h in history]
@@ -135,7 +102,7 @@ def test_plot_curves(tmp_path, epochs):
 
 
 def test_plot_curves_without_epochs_says_so():
-    fig = utils.plot_curves([])
+    fig = plots.plot_curves([])
     assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["No epochs recorded yet"]
     assert fig.get_suptitle() == "Training and test curves"
 
@@ -143,7 +110,7 @@ def test_plot_curves_without_epochs_says_so():
 def test_plot_curves_without_path_writes_nothing(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
     monkeypatch.chdir(tmp_path)
-    assert isinstance(utils.plot_curves(fake_history(2)), Figure)
+    assert isinstance(plots.plot_curves(fake_history(2)), Figure)
     assert os.listdir(tmp_path) == []
 
 
@@ -152,7 +119,7 @@ def test_plot_lr_schedule(tmp_path):
     up = [lo + (hi - lo) * s / 20 for s in range(21)]                 # steps 1..21: peak at 21
     lrs = up + [hi - (hi - lo) * s / 75 for s in range(1, 76)]
     path = tmp_path / "lr.png"
-    fig = utils.plot_lr_schedule(lrs, steps_per_epoch, path=str(path))
+    fig = plots.plot_lr_schedule(lrs, steps_per_epoch, path=str(path))
     assert_png_drawn(fig, path)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "LRMAX = 0.4 at epoch 5.25" in texts       # peak at 1-based step 21 of 4 per epoch
@@ -165,7 +132,7 @@ def test_plot_lr_schedule(tmp_path):
 def test_plot_misclassified(tmp_path):
     images, labels, preds, confidences = fake_misclassified(30)
     path = tmp_path / "mis.png"
-    fig = utils.plot_misclassified(images, labels, preds, confidences, CLASSES, path=str(path))
+    fig = plots.plot_misclassified(images, labels, preds, confidences, CLASSES, path=str(path))
     assert_png_drawn(fig, path)
     assert "25 shown of 30" in fig.get_suptitle()
     assert sum(ax.has_data() for ax in fig.axes) == 25
@@ -180,7 +147,7 @@ def test_plot_misclassified(tmp_path):
 def test_plot_misclassified_none(tmp_path):
     images, labels, preds, confidences = fake_misclassified(0)
     path = tmp_path / "mis.png"
-    fig = utils.plot_misclassified(images, labels, preds, confidences, CLASSES, path=str(path))
+    fig = plots.plot_misclassified(images, labels, preds, confidences, CLASSES, path=str(path))
     assert_png_drawn(fig, path)
     assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["No misclassified test images"]
     assert not any(ax.images for ax in fig.axes)
@@ -191,34 +158,23 @@ def test_normalised_images_are_shown_like_raw_ones():
     mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
     normalised = (images.float() / 255 - mean) / std
-    raw = utils.images_hwc(images)
+    raw = plots.images_hwc(images)
     assert raw.shape == (3, 32, 32, 3)
-    assert abs(utils.images_hwc(normalised, CIFAR10_MEAN, CIFAR10_STD) - raw).max() < 1e-5
+    assert abs(plots.images_hwc(normalised, CIFAR10_MEAN, CIFAR10_STD) - raw).max() < 1e-5
     with pytest.raises(ValueError, match="mean and std"):    # the figure does not guess them
-        utils.images_hwc(normalised)
-    fig = utils.plot_misclassified(normalised, *fake_misclassified(3)[1:], CLASSES, mean=CIFAR10_MEAN,
+        plots.images_hwc(normalised)
+    fig = plots.plot_misclassified(normalised, *fake_misclassified(3)[1:], CLASSES, mean=CIFAR10_MEAN,
                                    std=CIFAR10_STD)
     assert abs(fig.axes[0].images[0].get_array() - raw[0]).max() < 1e-5
 
 
-def test_utils_does_not_import_the_data_module():
-    """data.py imports utils; the figures take the mean and std they need, so no import goes back."""
+def test_plots_does_not_import_the_data_module_or_the_trainer():
+    """The figures take the mean and std they need, so drawing never needs the data or the trainer."""
     import ast
-    tree = ast.parse(open(os.path.join(ROOT, "utils.py")).read())
+    tree = ast.parse(open(os.path.join(ROOT, "plots.py")).read())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert not imported & {"data", "train", "bench", "gradcam", "lr_finder"}, imported
-
-
-def test_cam_overlay_blend():
-    import matplotlib
-    import numpy as np
-    picture = np.full((2, 2, 3), 0.5)
-    cam = np.array([[0.0, 1.0], [0.25, 0.75]])
-    assert np.allclose(utils.cam_overlay(picture, cam, alpha=0.0), picture)
-    jet = matplotlib.colormaps["jet"](cam)[..., :3]
-    assert np.allclose(utils.cam_overlay(picture, cam, alpha=1.0), jet)
-    assert np.allclose(utils.cam_overlay(picture, cam, alpha=0.3), 0.7 * picture + 0.3 * jet)
+    assert not imported & {"data", "train", "bench", "lr_finder", "settings", "checkpoint"}, imported
 
 
 def test_plot_gradcam(tmp_path):
@@ -226,7 +182,7 @@ def test_plot_gradcam(tmp_path):
     g = torch.Generator().manual_seed(1)
     cams_pred, cams_true = torch.rand(2, 3, 32, 32, generator=g)
     path = tmp_path / "gradcam.png"
-    fig = utils.plot_gradcam(images, cams_pred, cams_true, labels, preds, CLASSES, path=str(path))
+    fig = plots.plot_gradcam(images, cams_pred, cams_true, labels, preds, CLASSES, path=str(path))
     assert_png_drawn(fig, path)
     assert "(layer3)" in fig.get_suptitle()
     titles = [ax.get_title() for ax in fig.axes]
@@ -257,7 +213,7 @@ def assert_gradcam_cells(fig, images, cams_pred, cams_true, labels, preds, alpha
 def test_plot_gradcam_upsamples_coarse_maps_and_takes_autograd_tensors(tmp_path):
     images, labels, preds, _ = fake_misclassified(2)
     cams = torch.rand(2, 4, 4, requires_grad=True)           # layer3's own 4x4 resolution
-    fig = utils.plot_gradcam(images, cams, cams.flip(-1) * 1, labels, preds, CLASSES, layer="layer2",
+    fig = plots.plot_gradcam(images, cams, cams.flip(-1) * 1, labels, preds, CLASSES, layer="layer2",
                              path=str(tmp_path / "g.png"), alpha=0.4)
     assert_png_drawn(fig, tmp_path / "g.png")
     assert "(layer2)" in fig.get_suptitle()
@@ -270,7 +226,7 @@ def test_plot_gradcam_none(tmp_path):
     images, labels, preds, _ = fake_misclassified(0)
     path = tmp_path / "gradcam.png"
     empty = torch.zeros(0, 32, 32)
-    fig = utils.plot_gradcam(images, empty, empty, labels, preds, CLASSES, path=str(path))
+    fig = plots.plot_gradcam(images, empty, empty, labels, preds, CLASSES, path=str(path))
     assert_png_drawn(fig, path)
     assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["No misclassified test images to explain"]
     assert fig.get_suptitle().startswith("Grad-CAM on misclassified test images")
@@ -282,9 +238,9 @@ def test_plot_confusion(tmp_path):
     labels = torch.randint(0, 10, (500,), generator=g)
     guesses = torch.randint(0, 10, (500,), generator=g)
     preds = torch.where(torch.rand(500, generator=g) < 0.8, labels, guesses)
-    cm = utils.confusion_matrix(labels, preds)
+    cm = report.confusion_matrix(labels, preds)
     path = tmp_path / "confusion.png"
-    fig = utils.plot_confusion(cm, CLASSES, path=str(path))
+    fig = plots.plot_confusion(cm, CLASSES, path=str(path))
     assert_png_drawn(fig, path)
     accuracy = 100 * (labels == preds).double().mean().item()
     assert f"accuracy {accuracy:.2f}%" in fig.axes[0].get_title()
@@ -294,18 +250,18 @@ def test_plot_confusion(tmp_path):
     cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
     assert cells == {(t, p): str(int(cm[t, p])) for t in range(10) for p in range(10)}   # row true, column pred
     assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASSES)
-    assert not math.isnan(sum(utils.per_class_accuracy(cm)))
+    assert not math.isnan(sum(report.per_class_accuracy(cm)))
 
 
 def test_plot_lr_schedule_says_when_lrmax_falls_between_two_steps(tmp_path):
     import train
     # 2 epochs of 5 steps with the peak at 5/24 of them: step 1.08, which no step uses.
     lrs = [train.one_cycle_lr(s, 10, 2 * 5 / 24 * 5 - 1, 0.01, 0.1) for s in range(10)]
-    fig = utils.plot_lr_schedule(lrs, 5, path=str(tmp_path / "lr.png"), lr_max=0.1)
+    fig = plots.plot_lr_schedule(lrs, 5, path=str(tmp_path / "lr.png"), lr_max=0.1)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("falls between two steps" in t and "LRMAX = 0.1" in t for t in texts), texts
     # When a step does use LRMAX, the label is plain.
-    fig = utils.plot_lr_schedule([0.01, 0.1, 0.05, 0.01], 2, lr_max=0.1)
+    fig = plots.plot_lr_schedule([0.01, 0.1, 0.05, 0.01], 2, lr_max=0.1)
     assert "LRMAX = 0.1 at epoch 1" in [t.get_text() for ax in fig.axes for t in ax.texts]
 
 
@@ -324,13 +280,13 @@ def test_every_picture_names_a_validation_split_as_such():
     """Run on cifar10_jpeg.py's split, the pictures say "validation", never "test" (issue 10)."""
     images, labels, preds, confidences = fake_misclassified(3)
     cams = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
-    figs = {"curves": utils.plot_curves(fake_history(3), split="validation"),
-            "no curves": utils.plot_curves([], split="validation"),
-            "gallery": utils.plot_misclassified(images, labels, preds, confidences, CLASSES, split="validation"),
-            "no gallery": utils.plot_misclassified(images[:0], labels[:0], preds[:0], confidences[:0], CLASSES,
+    figs = {"curves": plots.plot_curves(fake_history(3), split="validation"),
+            "no curves": plots.plot_curves([], split="validation"),
+            "gallery": plots.plot_misclassified(images, labels, preds, confidences, CLASSES, split="validation"),
+            "no gallery": plots.plot_misclassified(images[:0], labels[:0], preds[:0], confidences[:0], CLASSES,
                                                    split="validation"),
-            "gradcam": utils.plot_gradcam(images, cams, cams, labels, preds, CLASSES, split="validation"),
-            "confusion": utils.plot_confusion(utils.confusion_matrix(labels, preds), CLASSES, split="validation")}
+            "gradcam": plots.plot_gradcam(images, cams, cams, labels, preds, CLASSES, split="validation"),
+            "confusion": plots.plot_confusion(report.confusion_matrix(labels, preds), CLASSES, split="validation")}
     for name, fig in figs.items():
         text = all_text(fig)
         assert "validation" in text and "test" not in text.lower(), (name, text)

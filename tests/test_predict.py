@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import custom_resnet
 import data as cifar
 import predict
 import train
@@ -85,19 +84,10 @@ def test_tensors_work_as_files_do(run):
         predict.predict(model, torch.randn(1, 3, 32, 32))
 
 
-def test_flip_tta_in_training_is_the_mean_of_both_logits(run, tmp_path):
-    record = train.main(**TINY, tta=True, out_dir=str(tmp_path))
-    assert record["config"]["tta"] is True
-    model = predict.load_model(tmp_path / "model.pt")
-    images = run["images"]
-    plain = predict.logits(model, images, utils.Runtime(torch.device("cpu"), "fp32"))
-    mirror = predict.logits(model, images.flip(-1), utils.Runtime(torch.device("cpu"), "fp32"))
-    loss_tta, correct_tta = _loss_and_correct((plain + mirror) / 2, run["labels"])
-    loss_plain, _ = _loss_and_correct(plain, run["labels"])
-    final = record["history"][-1]
-    assert final["test_loss"] == pytest.approx(loss_tta, rel=1e-5)
-    assert final["test_correct"] == correct_tta
-    assert abs(final["test_loss"] - loss_plain) > 1e-4      # the flag reached the evaluation
+def test_flip_tta_predictions_are_the_mean_of_both_logits(run):
+    model = predict.load_model(run["model"])
+    rt = utils.Runtime(torch.device("cpu"), "fp32")
+    plain, mirror = predict.logits(model, run["images"], rt), predict.logits(model, run["images"].flip(-1), rt)
     preds = predict.predict(model, run["paths"], tta=True, precision="fp32")
     assert torch.allclose(torch.stack([p.logits for p in preds]), (plain + mirror) / 2, atol=1e-5)
 
@@ -165,35 +155,22 @@ def test_other_sizes_are_centre_cropped_and_resized_with_antialiasing(tmp_path):
 def test_gradcam_works_at_every_layer_name():
     model = _model()
     images = torch.from_numpy(np.stack([_rgb(5), _rgb(6)])).permute(0, 3, 1, 2).contiguous()
-    names = train.gradcam_layers()
-    assert {"prep", "layer1", "layer2", "layer3", "layer1.res.conv2", "layer3.conv.pool"} <= set(names)
-    assert "pool" not in names and "fc" not in names
-    for name in names:
+    layers = predict.gradcam_layers()
+    assert {"prep", "layer1", "layer2", "layer3", "layer1.res.conv2", "layer3.conv.pool"} <= set(layers)
+    assert "pool" not in layers and "fc" not in layers
+    for name, expected in layers.items():
         maps, size = predict.gradcam_maps(model, images, [1, 2], name)
         assert maps.shape == (2, 32, 32) and 0 <= maps.min() and maps.max() <= 1, name
-        if name in train.MAP_SIZES:
-            assert size == (train.MAP_SIZES[name],) * 2
+        assert size == expected, name
     with pytest.raises(UsageError, match=r"unknown Grad-CAM layer 'layer4'.*layer2 \(8x8\).*layer1\.res\.conv2"):
         predict.gradcam_maps(model, images, [1, 2], "layer4")
 
 
-def test_the_layer_setting_reaches_the_report(tmp_path, monkeypatch):
-    seen = {}
-    original = utils.plot_gradcam
-
-    def spy(images, cams_pred, cams_true, *args, layer="", **kwargs):
-        seen.update(layer=layer)
-        return original(images, cams_pred, cams_true, *args, layer=layer, **kwargs)
-    monkeypatch.setattr(utils, "plot_gradcam", spy)
-    for name in ("plot_curves", "plot_lr_schedule", "plot_confusion", "plot_misclassified"):
-        monkeypatch.setattr(utils, name, lambda *a, **k: None)         # not under test here
-    train.main(**{**TINY, "plots": True, "epochs": 1}, gradcam_layer="layer1", out_dir=str(tmp_path))
-    assert seen["layer"] == "layer1, 16x16 map"
-    assert (tmp_path / "gradcam.png").stat().st_size > 10_000
-    assert train.make_config({}).gradcam_layer == "layer3"
-    with pytest.raises(UsageError, match="unknown Grad-CAM layer 'layer 3' .did you mean 'layer3'"):
-        train.main(**TINY, gradcam_layer="layer 3", out_dir=str(tmp_path / "never"))
-    assert not (tmp_path / "never").exists()                  # refused before anything ran
+def test_predict_imports_no_training_code():
+    code = ("import sys, predict; bad = {'train', 'settings', 'series', 'lr_finder', 'report', 'data', 'bench'} "
+            "& set(sys.modules); assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
 
 
 def test_explain_writes_the_image_and_two_maps(run, tmp_path):
@@ -291,34 +268,9 @@ def test_bad_weights_and_settings_get_one_line(run, tmp_path, capsys):
     _fails(capsys, tmp_path / "garbage.pt", good, match="not a readable weights file")
     _fails(capsys, tmp_path / "none.pt", good, match="none.pt: no such file")
     err = _fails(capsys, run["model"], good, "--layer", "layer5", match="unknown Grad-CAM layer 'layer5'")
-    assert all(n in err for n in train.gradcam_layers())     # lists every valid name
+    assert all(n in err for n in predict.gradcam_layers())   # lists every valid name
     _fails(capsys, run["model"], good, "--explain", tmp_path / "ex", "--cam-class", "doge",
            match="unknown class 'doge' (did you mean 'dog'?)")
     assert not (tmp_path / "ex").exists()
     (tmp_path / "a_file").write_text("")
     _fails(capsys, run["model"], good, "--explain", tmp_path / "a_file", match="--explain")
-
-
-# ----------------------------------------------------------------------------------------------
-# The model summary
-
-def test_summary_lists_every_part_and_the_specifications_total():
-    text = custom_resnet.summary(CustomResNet())
-    rows = {line.split()[0]: line for line in text.splitlines() if line and line[0] not in "- "}
-    assert rows["total"].split()[-1] == "6,573,120"
-    assert "(N, 256, 8, 8)" in rows["layer2"] and "(N, 512, 4, 4)" in rows["layer3"] and "(N, 10)" in rows["fc"]
-    count = lambda line: int(line.split()[-1].replace(",", ""))            # noqa: E731
-    top = [count(rows[n]) for n in ("prep", "layer1", "layer2", "layer3", "pool", "fc")]
-    assert sum(top) == 6_573_120                              # the top-level rows add up
-    assert "  layer1.res " in text                            # parts inside a layer are indented
-    model = CustomResNet(width=8).train()
-    small = custom_resnet.summary(model)
-    assert model.training                                     # its mode is given back
-    assert small.splitlines()[-2].split()[-1] == f"{sum(p.numel() for p in model.parameters()):,}"
-
-
-def test_python_custom_resnet_py_prints_the_table():
-    r = subprocess.run([sys.executable, "custom_resnet.py"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert "layer3" in r.stdout and r.stdout.strip().splitlines()[-2].endswith("6,573,120")

@@ -77,8 +77,8 @@ def test_the_loader_reads_real_images_with_cifar10_channel_statistics(real):
     assert torch.bincount(real.train_labels, minlength=10).min() >= 200       # every class is there
     x = real.train_images.float() / 255
     mean, std = x.mean((0, 2, 3)), x.std((0, 2, 3))
-    ## the constants data.py normalises with are CIFAR-10's; 2,500 real images reproduce them to
-    ## sampling error (per-image means vary by about 0.2, so the standard error is about 0.004)
+    # the constants data.py normalises with are CIFAR-10's; 2,500 real images reproduce them to
+    # sampling error (per-image means vary by about 0.2, so the standard error is about 0.004)
     assert torch.allclose(mean, torch.tensor(cifar.CIFAR10_MEAN), atol=0.02), mean
     assert torch.allclose(std, torch.tensor(cifar.CIFAR10_STD), atol=0.02), std
     # what the network sees: the evaluation batches, normalised, have mean ~0 and std ~1 per channel
@@ -105,6 +105,6 @@ def test_a_narrow_network_learns_real_images_in_a_few_dozen_steps(real):
     with torch.no_grad():
         (x, y), = list(cifar.DeviceLoader(real.test_images, real.test_labels, 500, train=False, device="cpu"))
         accuracy = (model(x).argmax(1) == y).float().mean().item()
-    ## chance is 10%. Measured on 2-core Xeon, torch 2.14.1: 33.0%, 37.2%, 33.0% for seeds 0, 1, 2
-    ## (this test uses seed 0); 20% leaves a margin of more than 60 of the 500 held-out images
+    # chance is 10%. Measured on 2-core Xeon, torch 2.14.1: 33.0%, 37.2%, 33.0% for seeds 0, 1, 2
+    # (this test uses seed 0); 20% leaves a margin of more than 60 of the 500 held-out images
     assert steps == 78 and accuracy > 0.20, accuracy

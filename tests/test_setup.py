@@ -35,6 +35,7 @@ def test_ci_runs_exactly_the_readmes_test_command():
 
 def third_party_imports_of_the_tests():
     project = {f[:-3] for d in (ROOT, os.path.join(ROOT, "tests")) for f in os.listdir(d) if f.endswith(".py")}
+    project |= {d for d in os.listdir(ROOT) if os.path.isfile(os.path.join(ROOT, d, "__init__.py"))}   # experiments
     names = set()
     for f in os.listdir(os.path.join(ROOT, "tests")):
         if f.endswith(".py"):
@@ -68,10 +69,11 @@ def test_requirements_dev_adds_every_tool_the_tests_import_to_the_run_time_requi
 
 def test_no_module_reaches_into_another_modules_private_names():
     """A helper used across modules is part of its module's interface: it has a public name and
-    a docstring (STYLE.md, habit 10). So no module or docs script calls `utils._x`, `train._x`..."""
+    a docstring (STYLE.md, habit 10). So no module or experiment calls `utils._x`, `train._x`..."""
     modules = {os.path.splitext(f)[0] for f in os.listdir(ROOT) if f.endswith(".py")}
     scripts = [os.path.join(ROOT, f) for f in os.listdir(ROOT) if f.endswith(".py")]
-    scripts += [os.path.join(ROOT, "docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".py")]
+    scripts += [os.path.join(ROOT, "experiments", f) for f in os.listdir(os.path.join(ROOT, "experiments"))
+                if f.endswith(".py")]
     reached = []
     for path in scripts:
         with open(path) as f:
@@ -86,6 +88,40 @@ def test_no_module_reaches_into_another_modules_private_names():
                     and node.value.id in aliases and node.attr.startswith("_") and not node.attr.startswith("__")):
                 reached.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.value.id}.{node.attr}")
     assert reached == []
-    import utils
-    for name in ("new_figure", "save_figure", "message_figure", "cam_overlay", "images_hwc"):
-        assert getattr(utils, name).__doc__, name
+    import plots
+    for name in ("new_figure", "save_figure", "message_figure", "images_hwc"):
+        assert getattr(plots, name).__doc__, name
+
+
+def imports_of(path):
+    """The project modules a file imports, at the top or inside a function."""
+    modules = {os.path.splitext(f)[0] for f in os.listdir(ROOT) if f.endswith(".py")}
+    tree = ast.parse(read(path))
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    return names & modules
+
+
+def test_no_two_modules_import_each_other_directly_or_in_a_loop():
+    graph = {f[:-3]: imports_of(f) - {f[:-3]} for f in os.listdir(ROOT) if f.endswith(".py")}
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+    loops = sorted(m for m in graph if m in reach(m))
+    assert loops == [], f"modules in an import loop: {loops}"
+    assert "train" not in reach("predict"), "inference imports training code"
+    for alone in ("custom_resnet", "lr_finder", "gradcam"):          # a student copies one file
+        assert graph[alone] == set(), (alone, graph[alone])
+
+
+def test_every_root_module_opens_with_one_line_saying_its_purpose():
+    for f in sorted(os.listdir(ROOT)):
+        if f.endswith(".py"):
+            doc = ast.get_docstring(ast.parse(read(f)))
+            assert doc and len(doc.split("\n", 1)[0]) > 20 and doc.split("\n", 1)[0].endswith((".", "?")), f

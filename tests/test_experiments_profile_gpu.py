@@ -1,6 +1,5 @@
-"""docs/profile_gpu.py: its whole run at tiny size on the CPU (the GPU session's dry run), its
-categories on known op and kernel names, and its CUDA arithmetic on events made here."""
-import importlib.util
+"""experiments/profile_gpu.py: its whole run at tiny size on the CPU (the GPU session's dry run),
+its categories on known op and kernel names, and its CUDA arithmetic on events made here."""
 import json
 import os
 from types import SimpleNamespace
@@ -8,11 +7,7 @@ from types import SimpleNamespace
 import pytest
 from torch.autograd import DeviceType
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A script of docs/, not a module on the path: loaded from its file.
-_spec = importlib.util.spec_from_file_location("profile_gpu", os.path.join(ROOT, "docs", "profile_gpu.py"))
-profile_gpu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(profile_gpu)
+import experiments.profile_gpu as profile_gpu
 
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")     # conftest.py
@@ -26,7 +21,7 @@ def test_a_tiny_profile_on_the_cpu_writes_its_files_and_adds_up(tmp_path):
     r = profile_gpu.main(TINY + ["--out", str(tmp_path)])
     assert r["files"] == {"json": str(tmp_path / "profile_cpu_fp32.json"), "markdown": str(tmp_path / "profile_cpu_fp32.md")}
     on_disk = json.loads((tmp_path / "profile_cpu_fp32.json").read_text())
-    assert on_disk["command"] == "python docs/profile_gpu.py " + " ".join(TINY + ["--out", str(tmp_path)])
+    assert on_disk["command"] == "python -m experiments.profile_gpu " + " ".join(TINY + ["--out", str(tmp_path)])
     assert on_disk["device"] == "cpu" and on_disk["precision"] == "fp32" and on_disk["torch"] and on_disk["date"]
     s = on_disk["settings"]
     assert (s["steps_per_epoch"], s["profiled_steps"], s["evaluations"], s["width"]) == (8, 8, 1, 8)

@@ -1,6 +1,6 @@
 """Grad-CAM of the same images at several layers, side by side: which layer shows the object?
 
-    python docs/gradcam_layers.py out/model.pt --data-dir ./data --out docs/gradcam_layers.png
+    python -m experiments.gradcam_layers out/model.pt --data-dir ./data --out docs/gradcam_layers.png
 
 Takes --n consecutive images of the data folder's test_batch from --start (no choosing), classifies them with
 the model (as predict.py does) and draws, for the predicted class, Grad-CAM at each --layers entry:
@@ -8,17 +8,17 @@ one row per layer, one column per image. docs/predict.md shows the result this r
 (train.py's gradcam_layer) was chosen from.
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import data as cifar  # noqa: E402
-import predict  # noqa: E402
-import utils  # noqa: E402
+import data as cifar
+import gradcam
+import plots
+import predict
+import utils
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.gradcam_layers", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="a model.pt written by train.py")
     p.add_argument("--data-dir", default="./data", help="folder with cifar-10-batches-py")
     p.add_argument("--n", type=int, default=8, help="how many images")
@@ -37,19 +37,22 @@ def main():
     images, labels = d.test_images[a.start:a.start + a.n], d.test_labels[a.start:a.start + a.n]
     preds = predict.predict(model, images, precision="fp32")
     classes = [cifar.CLASSES.index(q.top[0][0]) for q in preds]
-    rows = [(name, *predict.gradcam_maps(model, images, classes, name)) for name in layers]
-    pictures = utils.images_hwc(images)                                     # (n, 32, 32, 3)
+    pictures = plots.images_hwc(images)                                     # (n, 32, 32, 3)
+    rows = []                                               # (layer, overlays (n, 32, 32, 3), map size)
+    for name in layers:
+        cams, size = predict.gradcam_maps(model, images, classes, name)
+        rows.append((name, gradcam.blend(pictures, cams, 0.5).numpy(), size))
 
-    fig = utils.new_figure((1.45 * a.n + 0.6, 1.55 * (1 + len(rows)) + 0.7))
+    fig = plots.new_figure((1.45 * a.n + 0.6, 1.55 * (1 + len(rows)) + 0.7))
     axes = fig.subplots(1 + len(rows), a.n, squeeze=False)
     for j in range(a.n):
         true, pred = cifar.CLASSES[int(labels[j])], cifar.CLASSES[classes[j]]
         axes[0, j].imshow(pictures[j], interpolation="nearest")
         axes[0, j].set_title(f"true: {true}\npred: {pred}" + ("" if true == pred else " (wrong)"),
                              fontsize=8)
-        for i, (name, cams, size) in enumerate(rows, start=1):
-            axes[i, j].imshow(utils.cam_overlay(pictures[j], cams[j].numpy(), 0.5), interpolation="nearest")
-    for i, (name, cams, size) in enumerate(rows, start=1):
+        for i, (name, overlays, size) in enumerate(rows, start=1):
+            axes[i, j].imshow(overlays[j], interpolation="nearest")
+    for i, (name, overlays, size) in enumerate(rows, start=1):
         axes[i, 0].set_ylabel(f"{name}\n{size[0]}x{size[1]} map", fontsize=9)
     axes[0, 0].set_ylabel("image", fontsize=9)
     for ax in axes.flat:
@@ -57,7 +60,7 @@ def main():
         ax.set_yticks([])
     what = a.title or f"{d.eval_split} images"
     fig.suptitle(f"Grad-CAM for the predicted class at {', '.join(layers)}: {what}", fontsize=10)
-    utils.save_figure(fig, a.out)
+    plots.save_figure(fig, a.out)
     print(f"wrote {a.out}")
 
 

@@ -1,8 +1,8 @@
 """What the JPEG compression of our only full copy of CIFAR-10 costs the recipe, measured on pairs.
 
-    python docs/jpeg_penalty.py --out runs/jpeg_penalty              # small scale: every arm, resumable
-    python docs/jpeg_penalty.py --out runs/jpeg_penalty --report     # tables, fit and figure from the records
-    python docs/jpeg_penalty.py --scale full --out runs/jpeg_full    # a lent GPU: the 40,000/10,000 JPEG split
+    python -m experiments.jpeg_penalty --out runs/jpeg_penalty             # small scale: every arm, resumable
+    python -m experiments.jpeg_penalty --out runs/jpeg_penalty --report    # tables, fit and figure from the records
+    python -m experiments.jpeg_penalty --scale full --out runs/jpeg_full   # a lent GPU: the 40,000/10,000 JPEG split
 
 The pictures (../shared/data): 5,000 CIFAR-10 training images as original, uncompressed pixels,
 and the public copy of the 50,000 stored as JPEG quality 75 (4:2:0). `cifar10_pairs.py` writes the
@@ -24,8 +24,9 @@ Small scale (`--scale small`, the default), in this order, each run the full rec
              absolute difference from the original pixels, grey levels of 255) through the JPEG
              points, extrapolated to error 0, is checked against the measured original point.
 
-Full scale (`--scale full`, needs a GPU: 25 runs of about 13 s on an H200): only JPEG copies exist
-of 45,000 of the images, so the original point is inferred: the default recipe (found LRs) on the
+Full scale (`--scale full`: 25 runs of the full-width recipe on 40,000 images, a lent GPU's work;
+docs/jpeg-penalty.md gives their time on an H200): only JPEG copies exist of 45,000 of the
+images, so the original point is inferred: the default recipe (found LRs) on the
 40,000 / 10,000 JPEG split, seeds 0..4; then fixed LRs (median found LRMAX, / 20) on the JPEG
 copies and their re-encodings at 50, 30, 15, seeds 0..4; the same fit, extrapolated to error 0.
 The errors of the re-encodings are measured on the 5,000 pairs (the same operation on the same
@@ -42,6 +43,7 @@ import math
 import os
 import pickle
 import shutil
+import shlex
 import statistics
 import subprocess
 import sys
@@ -49,12 +51,14 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import data as cifar  # noqa: E402
-import series  # noqa: E402
-import train  # noqa: E402
-import utils  # noqa: E402
+import data as cifar
+import plots
+import series
+import settings
+import train
+import utils
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # the repository root
 
 QUALITIES = (50, 30, 15)            # re-encodings of the quality-75 copies
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -139,20 +143,20 @@ def prepare(args):
 
 def run_one(args, arm, data_name, folder, seed, lrs):
     """train.main on `folder`; -> its record. A finished run (complete or diverged) is kept, after
-    train.earlier_run checked it was made with these settings; an interrupted one resumes."""
+    series.earlier_run checked it was made with these settings; an interrupted one resumes."""
     out_dir = os.path.join(args.out, "runs", f"{arm}-{data_name}", f"seed-{seed}")
-    settings = {"data_dir": folder, "download": False, "width": args.width, "seed": seed,
-                "out_dir": out_dir, "plots": False, "progress": False, **lrs, **json.loads(args.set)}
-    record = train.earlier_run(out_dir, settings)
+    overrides = {"data_dir": folder, "download": False, "width": args.width, "seed": seed,
+                 "out_dir": out_dir, "plots": False, "progress": False, **lrs, **json.loads(args.set)}
+    record = series.earlier_run(out_dir, train.Config.from_keywords(overrides))
     if record and record["status"] in ("complete", "diverged"):
         return record
     checkpoint = os.path.join(out_dir, "checkpoint.pt")
     if record and os.path.exists(checkpoint):
-        settings = {**{k: v for k, v in settings.items() if k in train.RESUME_FREE}, "resume": checkpoint}
+        overrides = {**{k: v for k, v in overrides.items() if k in settings.RESUME_FREE}, "resume": checkpoint}
     t = time.perf_counter()
     try:
-        record = train.main(**settings)
-    except train.Diverged:
+        record = train.main(**overrides)
+    except utils.Diverged:
         with open(os.path.join(out_dir, "metrics.json")) as f:
             record = json.load(f)
     acc = record.get("test_accuracy")
@@ -214,9 +218,9 @@ def run_plan(args):
     for s in range(args.fixed_seeds):              # by seed first: a cut plan stays balanced
         for name in sides:
             if args.scale == "small" and name in ("original", "jpeg") and same_lrs(found.get((name, s)), lrs):
-                ## The range test found these very LRs: the found run IS the fixed-LR run (the test
-                ## restores the weights and optimizer bit for bit, and draws its own batches). One
-                ## such run is repeated with the LRs given, to check that; the rest are reused.
+                # The range test found these very LRs: the found run IS the fixed-LR run (the test
+                # restores the weights and optimizer bit for bit, and draws its own batches). One
+                # such run is repeated with the LRs given, to check that; the rest are reused.
                 if checked:
                     continue
                 checked = True
@@ -355,7 +359,7 @@ def report(args):
     errors = (read_json(args.errors_from)["pixel_errors"] if args.errors_from
               else pixel_errors(os.path.join(args.out, "data", "pairs")))
     first = next(iter(next(iter(runs.values())).values()))
-    out = {"scale": args.scale, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+    out = {"scale": args.scale, "date": time.strftime("%Y-%m-%d"), "command": args.command,
            "hardware": first["runtime"], "width": first["config"]["width"], "data": first["data"],
            "pixel_errors": errors, "diverged": {f"{a}-{n}": v for (a, n), v in diverged.items()},
            "fixed_vs_found_check": check, "fixed_reuses_found": reused, "arms": {},
@@ -470,7 +474,7 @@ def report_fit(args, acc, errors, out):
 def plot_fit(out, path):
     """The picture of report_fit: every run's point, each degree's mean fit and its interval at
     error 0, and the measured originals where there are any."""
-    fig = utils.new_figure((6.4, 4.2))
+    fig = plots.new_figure((6.4, 4.2))
     ax = fig.add_subplot()
     points = [p for pts in out["fit"]["points_by_seed"].values() for p in pts]
     xs, ys = zip(*points)
@@ -494,11 +498,12 @@ def plot_fit(out, path):
                  f"({out['hardware'].get('gpu', out['hardware'].get('cpu'))}, {out['date']})", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
-    utils.save_figure(fig, path)
+    plots.save_figure(fig, path)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = argparse.ArgumentParser(prog="python -m experiments.jpeg_penalty", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/jpeg_penalty", help="folder for the data, the runs and the report")
     p.add_argument("--scale", choices=("small", "full"), default="small")
     p.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"),
@@ -511,6 +516,7 @@ def main(argv=None):
                    "the 5,000 pairs) instead of writing the pairs: a GPU machine then needs only the JPEG zip")
     p.add_argument("--report", action="store_true", help="only the tables, fit and figure from the records")
     args = p.parse_args(argv)
+    args.command = "python -m experiments.jpeg_penalty " + shlex.join(argv)     # what the record says ran it
     if args.errors_from and args.scale == "small":
         p.error("--errors-from is for --scale full: the small scale trains on the pairs themselves")
     if not args.report:

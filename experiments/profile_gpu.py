@@ -1,37 +1,37 @@
 """Where the recipe's training time goes: torch.profiler over epochs of train.py's own loop.
 
-No GPU number has been measured with this script yet. For a GPU session with 15 minutes of
-device time (the machine's start counts too), in this order; everything is written under $OUT,
-since only files under $OUT come back from the device machine (copy them to docs/measurements/):
+For a GPU session with 15 minutes of device time (the machine's start counts too), in this order;
+everything is written under $OUT, since only files under $OUT come back from the device machine
+(copy them to experiments/measurements/):
 
-    # 1. one device call, so the machine starts once (~1 min profile + a few minutes of bench):
-    python docs/profile_gpu.py --out "$OUT" && python bench.py --variants --json "$OUT/bench_variants_{gpu}.json"
+    # 1. one device call, so the machine starts once: the profile, then bench.py's variants
+    python -m experiments.profile_gpu --out "$OUT" && python bench.py --variants --json "$OUT/bench_variants_{gpu}.json"
     # 2. if 5 minutes are left: the T4's path, fp16 with the grad scaler, the same two measurements
-    python docs/profile_gpu.py --precision fp16 --out "$OUT" && python bench.py --variants --precision fp16 --json "$OUT/bench_variants_{gpu}_fp16.json"
+    python -m experiments.profile_gpu --precision fp16 --out "$OUT" && python bench.py --variants --precision fp16 --json "$OUT/bench_variants_{gpu}_fp16.json"
     # 3. if time is still left: python -m pytest -q tests/test_accelerators.py (the device paths)
 
 This script writes profile_<gpu>_<precision>.json and .md (e.g. profile_h100_bf16.json); {gpu}
 in bench.py's --json is the same short name. --epochs 1 halves the profile's analysis time,
-which grows with the number of events (about a minute in all is expected for the default 2).
+which grows with the number of events.
 
-What the profile answers (before any change to the code): what share of the device time the
-convolutions, BatchNorm, the elementwise ops, max-pooling, the optimizer step, the augmentation,
-the loss and the evaluation passes take; how much of the wall time the device sits idle waiting
-for the host (the host gap: what torch.compile and CUDA graphs could win); and how often per step
-the host waits for the device (synchronisations). bench.py --variants then measures the fixes
-such a profile may call for, side by side with today's step.
+What the profile answers: what share of the device time the convolutions, BatchNorm, the
+elementwise ops, max-pooling, the optimizer step, the augmentation, the loss and the evaluation
+passes take; how much of the wall time the device sits idle waiting for the host (the host gap:
+what torch.compile and CUDA graphs could win); and how often per step the host waits for the
+device (synchronisations). bench.py --variants then measures the fixes such a profile may call
+for, side by side with the eager step that train.py runs.
 
 How: the model, optimizer and grad scaler come from train.build, the batches from DeviceLoader
 on synthetic data of CIFAR-10's size, the steps from train.train_one_epoch with fixed LRs (one
-cycle from 0.04 to 0.4, bench.py's), and after each epoch one train.evaluate pass, as train.py's
-fit() does. One warm-up epoch (cuDNN's autotuning, the allocator), then --epochs epochs timed
-without the profiler, then the same number profiled. Record ranges mark the loader, the model's
-forward, each training epoch and each evaluation; a kernel belongs to the category of the ops
-that launched it (CUDA), an op's own CPU time to the category of its chain of ops (CPU).
+cycle from 0.04 to 0.4, bench.py's), and after each epoch one train.evaluate pass, as
+train.train() does. One warm-up epoch (cuDNN's autotuning, the allocator), then --epochs epochs
+timed without the profiler, then the same number profiled. Record ranges mark the loader, the
+model's forward, each training epoch and each evaluation; a kernel belongs to the category of the
+ops that launched it (CUDA), an op's own CPU time to the category of its chain of ops (CPU).
 
-Dry run on the CPU (a few seconds; the same two files, CPU time instead of device time):
+Dry run on the CPU (the same two files, CPU time instead of device time):
 
-    python docs/profile_gpu.py --device cpu --train-images 512 --test-images 256 --batch-size 64 --width 8 --epochs 1 --out /tmp/prof
+    python -m experiments.profile_gpu --device cpu --train-images 512 --test-images 256 --batch-size 64 --width 8 --epochs 1 --out /tmp/prof
 """
 import argparse
 import json
@@ -42,16 +42,15 @@ import sys
 import time
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.autograd import DeviceType  # noqa: E402
-from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
+import torch
+from torch import nn
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function
 
-import bench  # noqa: E402
-import data as cifar  # noqa: E402
-import train  # noqa: E402
-import utils  # noqa: E402
+import bench
+import data as cifar
+import train
+import utils
 
 # Record ranges this script adds around the loop's parts: a category is found by its ops' names
 # and by the ranges around them.
@@ -77,11 +76,11 @@ CATEGORIES = {       # name: what it holds (the order of the tables)
     "other": "the loop's bookkeeping (loss and accuracy sums, the LR), gradient accumulation, unattributed work",
 }
 
-## A name matches a rule when the pattern is found in it. A chain of ops (outermost first, the
-## kernel last) takes the category of the first rule that any of its names matches; the network's
-## rules apply only inside the model's forward or the autograd engine (the backward), so the
-## loop's own adds and sums land in "other", not "elementwise". BatchNorm comes before the
-## convolutions because cuDNN names both.
+# A name matches a rule when the pattern is found in it. A chain of ops (outermost first, the
+# kernel last) takes the category of the first rule that any of its names matches; the network's
+# rules apply only inside the model's forward or the autograd engine (the backward), so the
+# loop's own adds and sums land in "other", not "elementwise". BatchNorm comes before the
+# convolutions because cuDNN names both.
 RULES = [
     ("evaluation", re.compile(f"^{MARK_EVAL}$")),
     ("augmentation", re.compile(f"^{MARK_LOADER}$|index_select|index_fill|^aten::gather$")),
@@ -166,50 +165,50 @@ class MarkedLoader:
             yield batch
 
 
-def run_epochs(model, optimizer, scaler, rt, loss_fn, train_loader, test_loader, lr_at, first_step, epochs,
-               timings=None):
-    """`epochs` epochs of train_one_epoch, each followed by an evaluate pass, as fit() runs them;
-    returns the next step. timings: a dict to which each phase's device seconds are added."""
-    step = first_step
-    for _ in range(epochs):
+def run_epochs(learner, cfg, train_loader, test_loader, lr_at, first_epoch, epochs, timings=None):
+    """`epochs` epochs of train_one_epoch from epoch `first_epoch` (1-based), each followed by an
+    evaluate pass of learner.net, as train.train() runs them; returns the next epoch. timings: a
+    dict to which each phase's device seconds are added."""
+    rt = learner.rt
+    for epoch in range(first_epoch, first_epoch + epochs):
         timer = rt.timer().start()
         with record_function(MARK_TRAIN):
-            train.train_one_epoch(model, train_loader, optimizer, scaler, rt, loss_fn, lr_at, step,
-                                  progress=False)
+            train.train_one_epoch(learner, train_loader, lr_at, epoch, cfg)
         seconds = timer.stop()
-        step += len(train_loader)
         timer.start()
         with record_function(MARK_EVAL):
-            train.evaluate(model, test_loader, rt)
+            train.evaluate(learner.net, test_loader, rt)
         if timings is not None:
             timings["train"] += seconds
             timings["eval"] += timer.stop()
-    return step
+    return first_epoch + epochs
 
 
 def profile_recipe(rt, a):
     """-> (profiler, settings, unprofiled seconds {"train", "eval"}) after a warm-up epoch, then
     a.epochs epochs timed without the profiler, then a.epochs epochs profiled."""
-    cfg = train.make_config(dict(width=a.width, batch_size=a.batch_size, eval_batch_size=a.eval_batch_size,
-                                 lr_min=0.04, lr_max=0.4, seed=0, device=str(rt.device), precision=rt.precision))
+    epochs = 1 + 2 * a.epochs
+    # progress off: no bar in the profile; epochs: the warm-up, the timed and the profiled ones
+    cfg = train.Config.from_keywords(dict(width=a.width, batch_size=a.batch_size, eval_batch_size=a.eval_batch_size,
+                                          lr_min=0.04, lr_max=0.4, seed=0, device=str(rt.device),
+                                          precision=rt.precision, epochs=epochs, progress=False))
     d = cifar.synthetic_cifar10(a.train_images, a.test_images, seed=0)
     train_loader = cifar.DeviceLoader(d.train_images, d.train_labels, cfg.batch_size, train=True, device=rt.device,
                                       seed=cfg.seed, pad_mode=cfg.pad_mode, cutout=cfg.cutout)
     test_loader = cifar.DeviceLoader(d.test_images, d.test_labels, cfg.eval_batch_size, train=False, device=rt.device)
-    model, optimizer, scaler = train.build(cfg, rt)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     n = len(train_loader)
-    epochs = 1 + 2 * a.epochs
+    learner = train.build(cfg, rt, n)
+    learner.net = MarkedModel(learner.model)       # what runs forward: the model inside its record range
     total = epochs * n
     lr_at = lambda s: train.one_cycle_lr(s, total, round(total * 5 / 24) - 1, cfg.lr_min, cfg.lr_max)  # noqa: E731
-    marked, batches = MarkedModel(model), MarkedLoader(train_loader)
-    step = run_epochs(marked, optimizer, scaler, rt, loss_fn, batches, test_loader, lr_at, 0, 1)   # warm-up
+    batches = MarkedLoader(train_loader)
+    epoch = run_epochs(learner, cfg, batches, test_loader, lr_at, 1, 1)   # warm-up
     unprofiled = {"train": 0.0, "eval": 0.0}
-    step = run_epochs(marked, optimizer, scaler, rt, loss_fn, batches, test_loader, lr_at, step, a.epochs, unprofiled)
+    epoch = run_epochs(learner, cfg, batches, test_loader, lr_at, epoch, a.epochs, unprofiled)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if rt.device.type == "cuda" else [])
     rt.sync()
     with profile(activities=activities) as prof:
-        run_epochs(marked, optimizer, scaler, rt, loss_fn, batches, test_loader, lr_at, step, a.epochs)
+        run_epochs(learner, cfg, batches, test_loader, lr_at, epoch, a.epochs)
         rt.sync()
     settings = dict(epochs=a.epochs, width=a.width, batch_size=a.batch_size, train_images=a.train_images,
                     test_images=a.test_images, eval_batch_size=a.eval_batch_size, steps_per_epoch=n,
@@ -409,7 +408,7 @@ def write_markdown(result, path):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.profile_gpu", description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=2, help="profiled epochs (each followed by an evaluation)")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=512)
@@ -418,7 +417,7 @@ def main(argv=None):
     p.add_argument("--eval-batch-size", type=int, default=1000)
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (fp16: CUDA only)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--out", default="docs/measurements", help="folder for profile_<gpu>_<precision>.json and .md")
+    p.add_argument("--out", default="experiments/measurements", help="folder for profile_<gpu>_<precision>.json and .md")
     p.add_argument("--trace", action="store_true", help="also write the Chrome trace (tens of MB on a GPU)")
     a = p.parse_args(argv)
     try:
@@ -445,7 +444,7 @@ def main(argv=None):
     rows, kernels, table = top_ops(prof, cuda)
     name = rt.describe().get("gpu") or utils.cpu_name()
     result = {
-        "command": "python docs/profile_gpu.py " + shlex.join(argv), "date": time.strftime("%Y-%m-%d"),
+        "command": "python -m experiments.profile_gpu " + shlex.join(argv), "date": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__, "device": str(rt.device), "device_name": name, "precision": rt.precision,
         "cuda": cuda, "runtime": rt.describe(), "settings": settings, "breakdown": breakdown,
         "unprofiled": {"train_seconds": unprofiled["train"], "eval_seconds": unprofiled["eval"],

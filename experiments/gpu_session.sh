@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The GPU measurements this repository has prepared and not yet run, one device call each, most
-# useful first. A lent GPU has 15 minutes of device time in all (its start counts): pick.
+# The GPU measurements this repository has prepared, one device call each, most useful first. A
+# lent GPU has 15 minutes of device time in all (its start counts): pick. docs/jpeg-penalty.md,
+# docs/recipe-candidates.md and docs/performance.md say what each costs.
 #
 # Before the first device call, on the session's own machine (../shared does not travel; the
-# zip is 52 MB of the 64 MiB that `carry` takes; never commit it):
+# zip takes most of the 64 MiB that `carry` takes; never commit it):
 #     mkdir -p data/shared && cp ../shared/data/cifar10-jpeg-train.zip ../shared/data/cifar10_jpeg.py data/shared/
 # then run, with carry ["data/shared"]:
-#     bash docs/gpu_session.sh jpeg          # the JPEG penalty at full scale: 25 runs, ~6 min on an H200
-#     bash docs/gpu_session.sh candidates    # the recipe candidates, 5 seeds each: 25 runs, ~6 min
-#     bash docs/gpu_session.sh speed         # the profile and bench.py --variants: ~4 min
-# and copy what comes back under $OUT into docs/measurements/.
+#     bash experiments/gpu_session.sh jpeg          # the JPEG penalty at full scale: 25 runs
+#     bash experiments/gpu_session.sh candidates    # the recipe candidates, 5 seeds each: 25 runs
+#     bash experiments/gpu_session.sh speed         # the profile and bench.py --variants
+# and copy what comes back under $OUT into experiments/measurements/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/out}
@@ -19,16 +20,16 @@ jpeg_split() {                  # the 40,000 / 10,000 validation split of the JP
 }
 case "${1:-}" in
   jpeg)        # docs/jpeg-penalty.md: the degraded points at full scale, extrapolated to error 0
-    python docs/jpeg_penalty.py --scale full --shared data/shared --out runs/jpeg_full \
-        --errors-from docs/measurements/jpeg_penalty_small_width32.json
+    python -m experiments.jpeg_penalty --scale full --shared data/shared --out runs/jpeg_full \
+        --errors-from experiments/measurements/jpeg_penalty_small_width32.json
     cp runs/jpeg_full/jpeg_penalty.json "$OUT/jpeg_penalty_full.json"
     cp runs/jpeg_full/jpeg_penalty.png "$OUT/jpeg_penalty_full.png" ;;
   candidates)  # docs/recipe-candidates.md: each candidate against the default, paired by seed
     jpeg_split
-    python docs/gpu_real_recipe.py --data-dir data/cifar-jpeg --plan candidates --out runs/candidates --budget 420
+    python -m experiments.gpu_real_recipe --data-dir data/cifar-jpeg --plan candidates --out runs/candidates --budget 420
     cp runs/candidates/results.json "$OUT/candidates_results.json" ;;
   speed)       # docs/performance.md: where the time goes, and the fixes side by side
-    python docs/profile_gpu.py --out "$OUT"
+    python -m experiments.profile_gpu --out "$OUT"
     python bench.py --variants --json "$OUT/bench_variants_{gpu}.json" ;;
-  *) echo "usage: bash docs/gpu_session.sh jpeg|candidates|speed" >&2; exit 2 ;;
+  *) echo "usage: bash experiments/gpu_session.sh jpeg|candidates|speed" >&2; exit 2 ;;
 esac

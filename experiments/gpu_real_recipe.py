@@ -1,20 +1,22 @@
-"""The full 24-epoch recipe on real images at several LRMAX values, in one process, on a lent GPU.
+"""Validation accuracy of the full 24-epoch recipe on real images over a plan of LRs or recipe changes.
 
     python ../shared/data/cifar10_jpeg.py DIR          # 40,000 training + 10,000 validation images
-    python docs/gpu_real_recipe.py --data-dir DIR --out runs/gpu_grid --budget 420
-    python docs/gpu_real_recipe.py --data-dir DIR --out runs/candidates --plan candidates --budget 300
+    python -m experiments.gpu_real_recipe --data-dir DIR --out runs/gpu_grid --budget 420
+    python -m experiments.gpu_real_recipe --data-dir DIR --out runs/candidates --plan candidates --budget 300
 
-The LR grid of docs/lr-rule.md, at the length that matters (the full recipe: 24 epochs, 1,872 steps), where the
-CPU could only afford 8 epochs on 10,000 images. The plan is an ordered list of runs, most useful
-first: the default recipe (range test + rule), the rule with backoff 1, then fixed LRMAX values
-(LRMIN = LRMAX / factor), then seed repeats. A run is started only if the time left in --budget
-is more than the longest run so far, so the plan is cut at its end, never in the middle of a run.
-`results.json` in --out is rewritten after every run (validation accuracy per epoch, the LRs,
-the range test's curve where one ran, seconds), so what finished is kept whatever happens.
+Every run of a plan is train.main() in this one process, made for a lent GPU. The grid plans
+are the LR grid of docs/lr-rule.md at the length that matters (the full recipe: 24 epochs,
+1,872 steps), beside its short CPU grid of 8 epochs on 10,000 images. A plan is an ordered list
+of runs, most useful first: the default recipe (range test + rule), the rule with backoff 1, then
+fixed LRMAX values (LRMIN = LRMAX / factor), then seed repeats. A run is started only if the
+time left in --budget is more than the longest run so far, so the plan is cut at its end, never
+in the middle of a run. `results.json` in --out is rewritten after every run (validation
+accuracy per epoch, the LRs, the range test's curve where one ran, seconds), so what finished is
+kept whatever happens.
 
 The candidates plan measures recipe changes that keep the specification (Cutout kept inside the
-image, no weight decay on BatchNorm, label smoothing 0.2, a weight average over 2 epochs) against the default, 5 seeds each,
-paired by seed, and prints the paired table (docs/recipe-candidates.md).
+image, no weight decay on BatchNorm, label smoothing 0.2, a weight average over 2 epochs) against
+the default, 5 seeds each, paired by seed, and prints the paired table (docs/recipe-candidates.md).
 
 The data is the validation split of JPEG-compressed CIFAR-10 training images (cifar10_jpeg.py);
 every accuracy here is on those 10,000 validation images, not on the CIFAR-10 test set.
@@ -22,21 +24,21 @@ every accuracy here is on those 10,000 validation images, not on the CIFAR-10 te
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import series  # noqa: E402
-import train  # noqa: E402
-import utils  # noqa: E402
+import series
+import train
+import utils
 
-# (name, overrides): the order is the priority. Both plans ran when the default LRMIN factor was
-# still 10 (before commit 6c5c2ab); the runs that used that default name it here, so the plans
-# reproduce the same runs now that the default is 20. "grid" ran first; "diagnose" was planned
-# from its results: LRMIN factor 20 against 10 over five seeds, and how much the specification's "no
-# annihilation" costs (LRMIN = LRMAX / 1000 is close to Page's schedule, which ends at 0).
+# (name, overrides): the order is the priority. Every run of "grid" and "diagnose" names its LRMIN
+# factor (most used 10) or gives both LRs, so these plans reproduce the same runs whatever
+# train.py's default factor. "diagnose" follows up "grid": LRMIN factor 20 against 10 over five
+# seeds, and how much the specification's "no annihilation" costs (LRMIN = LRMAX / 1000 is close
+# to Page's schedule, which ends at 0).
 GRID = [
-    ("rule", {"lr_min_factor": 10.0}),                     # python train.py, as it was then
+    ("rule", {"lr_min_factor": 10.0}),                     # the range test and its rule, LRMIN = LRMAX / 10
     ("rule-backoff1", {"lr_min_factor": 10.0, "lr_backoff": 1.0}),   # LRMAX = the first minimum
     ("lr0.4", {"lr_min_factor": 10.0, "lr_max": 0.4}),     # Page's LR
     ("lr0.2", {"lr_min_factor": 10.0, "lr_max": 0.2}),
@@ -77,9 +79,9 @@ DIAGNOSE = [
     ("lr0.8-f20", {"lr_max": 0.8, "lr_min_factor": 20.0}),
     ("lr0.1-f20", {"lr_max": 0.1, "lr_min_factor": 20.0}),
 ]
-## Candidates within the specification, each against the default recipe, paired by seed (the
-## same seed: the same initial weights and, but for the candidate, the same data order). By seed
-## first, so a plan cut by the budget stays balanced. 5 seeds x 5 arms x ~13 s on an H200.
+# Candidates within the specification, each against the default recipe, paired by seed (the
+# same seed: the same initial weights and, but for the candidate, the same data order). By seed
+# first, so a plan cut by the budget stays balanced: 5 seeds x 5 arms.
 CANDIDATES = [(f"{arm}-s{seed}", {**overrides, "seed": seed}) for seed in range(5) for arm, overrides in (
     ("default", {}),
     ("cutout-inside", {"cutout_inside": True}),           # Page's Cutout: always 64 pixels
@@ -130,7 +132,8 @@ def summarize(name, overrides, record, seconds):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = argparse.ArgumentParser(prog="python -m experiments.gpu_real_recipe", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True)
     p.add_argument("--out", default="runs/gpu_grid")
     p.add_argument("--budget", type=float, default=420, help="seconds for the whole plan")
@@ -138,6 +141,7 @@ def main(argv=None):
     p.add_argument("--only", default="", help="comma-separated run names (default: the whole plan)")
     p.add_argument("--set", default="{}", help="JSON overrides for every run (smoke tests: tiny settings)")
     args = p.parse_args(argv)
+    command = "python -m experiments.gpu_real_recipe " + shlex.join(argv)     # what results.json says ran it
     common = {"data_dir": args.data_dir, "download": False, "progress": False, **json.loads(args.set)}
     plan = [(n, o) for n, o in PLANS[args.plan] if not args.only or n in args.only.split(",")]
     os.makedirs(args.out, exist_ok=True)
@@ -152,7 +156,7 @@ def main(argv=None):
         out_dir = os.path.join(args.out, name)
         try:
             record = train.main(**{**common, "plots": plots, **overrides, "out_dir": out_dir})
-        except train.Diverged as e:          # a failure of that LR, not of the plan: go on
+        except utils.Diverged as e:          # a failure of that LR, not of the plan: go on
             print(f"=== {name}: diverged ({e})")
             with open(os.path.join(out_dir, "metrics.json")) as f:
                 record = json.load(f)
@@ -162,7 +166,7 @@ def main(argv=None):
         utils.atomic_write_json({"data": f"{record['data']['train_images']:,} training images, "
                                          f"{record['data']['test_images']:,} {record['data']['eval_split']} "
                                          f"images ({record['data']['source']}, {args.data_dir})",
-                                 "command": " ".join(sys.argv), "runs": rows},
+                                 "command": command, "runs": rows},
                                 os.path.join(args.out, "results.json"))
         acc = "diverged" if record.get("test_accuracy") is None else f"{record['test_accuracy']:.2f}%"
         print(f"=== {name}: LRMAX {record['lr_max']:.4g} LRMIN {record['lr_min']:.4g} -> "

@@ -1,5 +1,6 @@
-"""A series of runs over seeds (train.py --seeds N): its statistics against hand computation,
-the series end to end, its resume after an interruption, and the mistakes it refuses."""
+"""series.py: a series of runs over seeds (train.py --seeds N): its statistics against hand
+computation, the series end to end, its resume after an interruption, and the mistakes it refuses."""
+import dataclasses
 import json
 import math
 import statistics
@@ -7,8 +8,9 @@ import statistics
 import pytest
 
 import series
+import settings
 import train
-from utils import UsageError
+from utils import Interrupted, UsageError
 
 # 2 steps per epoch, a 4-step range test: each run takes a few seconds on a CPU.
 TINY = dict(synthetic=True, synthetic_train=128, synthetic_test=64, width=4, batch_size=64,
@@ -44,6 +46,7 @@ def test_statistics_match_hand_computation():
     assert [(p["threshold"], p["passed"], p["runs"]) for p in s["pass_rates"]] == [(93, 3, 5), (94, 1, 5)]
     assert [p["rate"] for p in s["pass_rates"]] == [pytest.approx(0.6), pytest.approx(0.2)]
     assert s["runs_diverged"] == 1 and s["status"] == "complete"
+    assert s["runs_finished"] == 5                       # the diverged run finished too: a failure
     assert s["train_seconds"]["mean"] == pytest.approx((10 + 11 + 12 + 13) / 4)   # complete runs only
     assert s["lr_max"]["median"] == pytest.approx(0.3) and s["lr_max"]["n"] == 5
     table = series.format_table(s)
@@ -96,12 +99,11 @@ def test_the_picture_shows_every_complete_run(tmp_path):
 
 # ------------------------------------------------------------------- the series, end to end
 def test_a_series_runs_each_seed_with_its_own_range_test_and_resumes_where_it_stopped(
-        tmp_path, monkeypatch, interrupt_in_epoch, capsys):
+        tmp_path, interrupt_in_epoch, capsys):
     out = tmp_path / "series"
     # Ctrl-C in epoch 2 of seed 1 (the 4th epoch of the series): seed 0 is finished, seed 1 has
     # the checkpoint of its epoch 1, seed 2 has not started.
-    interrupt_in_epoch(4)
-    with pytest.raises(train.Interrupted, match="1 of 3 runs"):
+    with interrupt_in_epoch(4), pytest.raises(Interrupted, match="1 of 3 runs"):
         train.main(**TINY, seeds=3, out_dir=str(out))
     partial = json.loads((out / "summary.json").read_text())
     assert partial["status"] == "partial" and [r["seed"] for r in partial["runs"]] == [0]
@@ -109,14 +111,14 @@ def test_a_series_runs_each_seed_with_its_own_range_test_and_resumes_where_it_st
     before = (first.read_bytes(), first.stat().st_mtime_ns)
     seed1_epoch1 = json.loads((out / "seed-1" / "metrics.json").read_text())["history"]
     assert len(seed1_epoch1) == 1
-    monkeypatch.undo()
+    capsys.readouterr()
 
-    calls, real_main = [], train.main
-    monkeypatch.setattr(train, "main", lambda **kw: calls.append(kw) or real_main(**kw))
-    summary = real_main(**TINY, seeds=3, out_dir=str(out))
+    summary = train.main(**TINY, seeds=3, out_dir=str(out))
     # Seed 0 was not run again; seed 1 continued from its checkpoint; seed 2 started fresh.
-    assert [c["seed"] for c in calls] == [1, 2]
-    assert calls[0]["resume"] == str(out / "seed-1" / "checkpoint.pt") and "resume" not in calls[1]
+    log = capsys.readouterr().out
+    assert "=== seed 0: kept the finished run" in log
+    assert f"resumed from {out / 'seed-1' / 'checkpoint.pt'} after epoch 1" in log
+    assert log.count("resumed from") == 1 and log.count("LR range test: 4 steps, LR") == 1     # seed 2's own
     assert (first.read_bytes(), first.stat().st_mtime_ns) == before
     records = [json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in range(3)]
     assert records[1]["history"][0] == seed1_epoch1[0]
@@ -134,25 +136,26 @@ def test_a_series_runs_each_seed_with_its_own_range_test_and_resumes_where_it_st
                                     "torch": records[0]["runtime"]["torch"]}]
     assert summary["runs"][0]["git_commit"] == records[0]["code"]["git_commit"]
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert "reached 93%: 0/3" in capsys.readouterr().out             # the table is printed
+    assert "reached 93%: 0/3" in log                                 # the table is printed
 
     # The same folder with another recipe is refused before anything runs or is overwritten.
-    calls.clear()
     with pytest.raises(UsageError, match="epochs=2, but this series asks for epochs=3"):
-        real_main(**{**TINY, "epochs": 3}, seeds=3, out_dir=str(out))
-    assert calls == [] and (first.read_bytes(), first.stat().st_mtime_ns) == before
+        train.main(**{**TINY, "epochs": 3}, seeds=3, out_dir=str(out))
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == before
 
 
-def test_a_diverged_run_is_a_failure_of_the_series_and_is_not_redone(tmp_path, monkeypatch):
+def test_a_diverged_run_is_a_failure_of_the_series_and_is_not_redone(tmp_path, capsys):
     out = tmp_path / "series"
     bad = {**TINY, "lr_min": 1e6, "lr_max": 1e7}               # given LRs that blow up at once
     summary = train.main(**bad, seeds=2, out_dir=str(out))
     assert [r["status"] for r in summary["runs"]] == ["diverged", "diverged"]
+    assert summary["runs_finished"] == 2 and summary["runs_diverged"] == 2 and summary["status"] == "complete"
     assert summary["test_accuracy"]["n"] == 0 and summary["pass_rates"][0]["passed"] == 0
     assert summary["pass_rates"][0]["runs"] == 2
-    calls, real_main = [], train.main
-    monkeypatch.setattr(train, "main", lambda **kw: calls.append(kw) or real_main(**kw))
-    assert real_main(**bad, seeds=2, out_dir=str(out))["runs_diverged"] == 2 and calls == []
+    capsys.readouterr()
+    assert train.main(**bad, seeds=2, out_dir=str(out))["runs_diverged"] == 2
+    log = capsys.readouterr().out
+    assert log.count("kept the finished run") == 2 and "device cpu" not in log       # nothing ran again
 
 
 @pytest.mark.parametrize("args, says", [
@@ -160,7 +163,23 @@ def test_a_diverged_run_is_a_failure_of_the_series_and_is_not_redone(tmp_path, m
     (["--seeds", "2", "--resume", "x/checkpoint.pt"], "to continue a series, run the same --seeds command"),
 ])
 def test_series_mistakes_are_one_line(args, says, tmp_path, capsys):
-    assert train.cli([*args, "--synthetic", "--out-dir", str(tmp_path / "o")]) == 2
+    assert settings.cli(train.main, train.Config, [*args, "--synthetic", "--out-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and says in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_series_run_recorded_before_a_setting_existed_is_kept():
+    """--seeds continues a series whose finished runs were recorded before a setting existed;
+    a record made with another value of a setting is still refused."""
+    import tempfile
+    import pathlib
+    cfg = train.Config.from_keywords({**TINY, "seed": 3})
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("ema_epochs", "cutout_inside", "bn_weight_decay")}
+    with tempfile.TemporaryDirectory() as folder:
+        metrics = pathlib.Path(folder) / "metrics.json"
+        metrics.write_text(json.dumps({"status": "complete", "config": old}))
+        assert series.earlier_run(folder, cfg)["config"] == old
+        metrics.write_text(json.dumps({"status": "complete", "config": {**old, "cutout_inside": True}}))
+        with pytest.raises(UsageError, match="cutout_inside=True"):
+            series.earlier_run(folder, cfg)

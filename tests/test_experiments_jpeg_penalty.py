@@ -1,20 +1,14 @@
-"""docs/jpeg_penalty.py: its statistics against known values, and its whole plan at tiny size on
-pairs written here (the real pictures are in ../shared/data; nothing here reads them)."""
-import importlib.util
+"""experiments/jpeg_penalty.py: its statistics against known values, and its whole plan at tiny
+size on pairs written here (the real pictures are in ../shared/data; nothing here reads them)."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 
+import experiments.gpu_real_recipe as recipe
+import experiments.jpeg_penalty as jpeg_penalty
 from cifar_files import write_cifar_folder
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A script of docs/, not a module on the path: loaded from its file.
-_spec = importlib.util.spec_from_file_location("jpeg_penalty", os.path.join(ROOT, "docs", "jpeg_penalty.py"))
-jpeg_penalty = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(jpeg_penalty)
 
 
 @pytest.mark.parametrize("df, quantile", [(1, 12.7062), (2, 4.3027), (5, 2.5706), (10, 2.2281), (30, 2.0423)])
@@ -104,9 +98,6 @@ def test_found_runs_with_the_fixed_lrs_serve_as_the_fixed_arm():
 
 
 def test_the_candidates_table_pairs_by_seed_and_counts_diverged_runs():
-    spec = importlib.util.spec_from_file_location("gpu_real_recipe", os.path.join(ROOT, "docs", "gpu_real_recipe.py"))
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
     rows = [{"name": f"{arm}-s{seed}", "seed": seed, "val_accuracy": acc} for arm, seed, acc in (
         ("default", 0, 90.0), ("default", 1, 90.4), ("default", 2, 89.9),
         ("ema2", 0, 90.5), ("ema2", 1, 90.7), ("ema2", 2, None), ("smooth0.2", 3, 91.0))]

@@ -1,8 +1,17 @@
-"""The network of docs/SPEC.md section 1: parameter count, shapes, names, and the order of operations."""
+"""custom_resnet.py, the network of docs/SPEC.md section 1: parameter count, shapes, names, the
+order of operations, its input normalisation and its summary table."""
+import os
+import subprocess
+import sys
+
 import torch
 from torch import nn
 
+import custom_resnet
+import data
 from custom_resnet import CustomResNet, ConvBN
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_parameter_count_is_the_specifications():
@@ -90,3 +99,36 @@ def test_custom_resnet_imports_only_torch():
     import os
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
+def test_normalize_is_the_training_loaders_arithmetic_bit_for_bit():
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    loader = data.DeviceLoader(images, torch.zeros(5, dtype=torch.long), 5, train=False, device="cpu")
+    x = custom_resnet.normalize(images)
+    assert torch.equal(x, loader.normalize(images)) and x.is_contiguous(memory_format=torch.channels_last)
+    mean = torch.tensor(custom_resnet.CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(custom_resnet.CIFAR10_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(x, (images.float() / 255 - mean) / std)
+    assert custom_resnet.CLASSES[3] == "cat" and len(custom_resnet.CLASSES) == 10
+
+
+def test_summary_lists_every_part_and_the_specifications_total():
+    text = custom_resnet.summary(CustomResNet())
+    rows = {line.split()[0]: line for line in text.splitlines() if line and line[0] not in "- "}
+    assert rows["total"].split()[-1] == "6,573,120"
+    assert "(N, 256, 8, 8)" in rows["layer2"] and "(N, 512, 4, 4)" in rows["layer3"] and "(N, 10)" in rows["fc"]
+    count = lambda line: int(line.split()[-1].replace(",", ""))            # noqa: E731
+    top = [count(rows[n]) for n in ("prep", "layer1", "layer2", "layer3", "pool", "fc")]
+    assert sum(top) == 6_573_120                              # the top-level rows add up
+    assert "  layer1.res " in text                            # parts inside a layer are indented
+    model = CustomResNet(width=8).train()
+    small = custom_resnet.summary(model)
+    assert model.training                                     # its mode is given back
+    assert small.splitlines()[-2].split()[-1] == f"{sum(p.numel() for p in model.parameters()):,}"
+
+
+def test_python_custom_resnet_py_prints_the_table():
+    r = subprocess.run([sys.executable, "custom_resnet.py"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "layer3" in r.stdout and r.stdout.strip().splitlines()[-2].endswith("6,573,120")

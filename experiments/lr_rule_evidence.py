@@ -1,10 +1,10 @@
 """Evidence for the LR range test's rule: where do its picks land against a grid of trained LRs?
 
-    # synthetic data (the first evidence, docs/measurements/lr_rule_evidence_width*.json)
-    python docs/lr_rule_evidence.py --width 16 --epochs 4 --grid 0.05,0.1,0.2,0.4,0.8,1.6,3.2,6.4
+    # synthetic data (the records experiments/measurements/lr_rule_evidence_width*.json)
+    python -m experiments.lr_rule_evidence --width 16 --epochs 4 --grid 0.05,0.1,0.2,0.4,0.8,1.6,3.2,6.4
     # real images: 10,000 of the 40,000 training images of `cifar10_jpeg.py`'s split, 8 epochs,
     # evaluated on its 10,000-image validation split (written as test_batch)
-    python docs/lr_rule_evidence.py --data-dir DIR --subset 10000 --epochs 8 --lr-test-iters 0 \
+    python -m experiments.lr_rule_evidence --data-dir DIR --subset 10000 --epochs 8 --lr-test-iters 0 \
         --grid 0.025,0.05,0.1,0.2,0.4,0.8,1.6 --out runs/lr_grid
 
 For one setting it (1) runs the range test exactly as train.main() does (`--lr-test-iters 0`:
@@ -18,12 +18,11 @@ so an interrupted grid loses at most the point in progress and `--skip-done` res
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import lr_finder  # noqa: E402
-import train  # noqa: E402
-import utils  # noqa: E402
+import data as cifar
+import lr_finder
+import train
+import utils
 
 
 def valley(lrs, losses):
@@ -58,27 +57,25 @@ def candidate_picks(lrs, losses, smoothed):
 def run(**kw):
     try:
         return train.main(plots=False, progress=False, **kw)
-    except train.Diverged as e:
+    except utils.Diverged as e:
         return {"diverged": str(e)}
 
 
 def range_test_only(common):
-    """main()'s range test on main()'s data and model, without the training that follows it."""
-    from torch import nn
-    import data as cifar
-    cfg = train.make_config(common)
+    """main()'s range test on main()'s data and model, without the training that follows it:
+    a lr_finder.RangeTestResult."""
+    cfg = train.Config.from_keywords(common)
     rt = utils.pick_runtime(cfg.device, cfg.precision)
     d = train.load_data(cfg)
     loader = cifar.DeviceLoader(d.train_images, d.train_labels, cfg.batch_size, train=True, device=rt.device,
                                 seed=cfg.seed, pad_mode=cfg.pad_mode, cutout=cfg.cutout)
-    model, optimizer, scaler = train.build(cfg, rt)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    *_, result = train.find_lrs(cfg, model, optimizer, scaler, rt, loader, loss_fn, print)
-    return result
+    learner = train.build(cfg, rt, len(loader))
+    *_, result = train.find_lrs(cfg, learner, loader)
+    return lr_finder.RangeTestResult(**result)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.lr_rule_evidence", description=__doc__.split("\n\n")[0])
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--synthetic-train", type=int, default=10240)
