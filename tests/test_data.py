@@ -342,6 +342,31 @@ def test_train_loader_output_is_crop_flip_cutout_of_a_source_image():
     assert 0 < flips < n and cutouts > 0               # some images flipped, some cut out
 
 
+def test_one_pass_of_random_crops_covers_every_offset_in_both_directions():
+    """RandomCrop(32, padding=4) draws each offset 0..8 down and across: one pass of 300 images
+    shows all nine in each direction, found by matching every crop against the padded image
+    (an off-by-one in the draws or in the crop arithmetic loses offset 0 or 8)."""
+    torch.manual_seed(2)
+    n = 300
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    loader = _loader(images, torch.arange(n), batch_size=100, train=True, seed=3, cutout=0)
+    padded = F.pad(loader.normalize(images), (4, 4, 4, 4), mode="reflect")       # (n, 3, 40, 40)
+    rows, cols = set(), set()
+    for x, y in loader:
+        for img, src in zip(x, y):
+            for flipped in (img, img.flip(-1)):           # a flipped crop is the mirror of a crop
+                found = [(dy, dx) for dy in range(9) for dx in range(9)
+                         if torch.allclose(padded[src, :, dy:dy + 32, dx:dx + 32], flipped, atol=1e-5)]
+                if found:
+                    (dy, dx), = found
+                    rows.add(dy)
+                    cols.add(dx)                      # the drawn offset, flipped or not
+                    break
+            else:
+                raise AssertionError(f"image {int(src)} is no crop of its padded source")
+    assert rows == set(range(9)) and cols == set(range(9))
+
+
 def test_train_loader_is_reproducible_and_reshuffles_each_epoch():
     d = data.synthetic_cifar10(40, 8)
     a = _loader(d.train_images, d.train_labels, batch_size=8, train=True, seed=7)
