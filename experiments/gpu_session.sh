@@ -26,7 +26,7 @@ case "${1:-}" in
     cp runs/jpeg_full/jpeg_penalty.png "$OUT/jpeg_penalty_full.png" ;;
   candidates)  # docs/recipe-candidates.md: each candidate against the default, paired by seed
     jpeg_split
-    python -m experiments.gpu_real_recipe --data-dir data/cifar-jpeg --plan candidates --out runs/candidates --budget 420
+    python -m experiments.gpu_jpeg_recipe --data-dir data/cifar-jpeg --plan candidates --out runs/candidates --budget 420
     cp runs/candidates/results.json "$OUT/candidates_results.json" ;;
   speed)       # docs/performance.md: where the time goes, and the fixes side by side
     python -m experiments.profile_gpu --out "$OUT"

@@ -2,7 +2,7 @@
 
     # synthetic data (the records experiments/measurements/lr_rule_evidence_width*.json)
     python -m experiments.lr_rule_evidence --width 16 --epochs 4 --grid 0.05,0.1,0.2,0.4,0.8,1.6,3.2,6.4
-    # real images: 10,000 of the 40,000 training images of `cifar10_jpeg.py`'s split, 8 epochs,
+    # the JPEG copies: 10,000 of the 40,000 training images of `cifar10_jpeg.py`'s split, 8 epochs,
     # evaluated on its 10,000-image validation split (written as test_batch)
     python -m experiments.lr_rule_evidence --data-dir DIR --subset 10000 --epochs 8 --lr-test-iters 0 \
         --grid 0.025,0.05,0.1,0.2,0.4,0.8,1.6 --out runs/lr_grid

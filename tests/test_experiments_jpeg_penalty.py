@@ -1,12 +1,12 @@
 """experiments/jpeg_penalty.py: its statistics against known values, and its whole plan at tiny
-size on pairs written here (the real pictures are in ../shared/data; nothing here reads them)."""
+size on pairs written here (the pictures, original and JPEG, are in ../shared/data; nothing here reads them)."""
 import json
 import math
 
 import numpy as np
 import pytest
 
-import experiments.gpu_real_recipe as recipe
+import experiments.gpu_jpeg_recipe as recipe
 import experiments.jpeg_penalty as jpeg_penalty
 from cifar_files import write_cifar_folder
 

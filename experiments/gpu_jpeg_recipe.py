@@ -1,8 +1,8 @@
-"""Validation accuracy of the full 24-epoch recipe on real images over a plan of LRs or recipe changes.
+"""Validation accuracy of the full 24-epoch recipe on the JPEG copies over a plan of LRs or recipe changes.
 
     python ../shared/data/cifar10_jpeg.py DIR          # 40,000 training + 10,000 validation images
-    python -m experiments.gpu_real_recipe --data-dir DIR --out runs/gpu_grid --budget 420
-    python -m experiments.gpu_real_recipe --data-dir DIR --out runs/candidates --plan candidates --budget 300
+    python -m experiments.gpu_jpeg_recipe --data-dir DIR --out runs/gpu_grid --budget 420
+    python -m experiments.gpu_jpeg_recipe --data-dir DIR --out runs/candidates --plan candidates --budget 300
 
 Every run of a plan is train.main() in this one process, made for a lent GPU. The grid plans
 are the LR grid of docs/lr-rule.md at the length that matters (the full recipe: 24 epochs,
@@ -133,7 +133,7 @@ def summarize(name, overrides, record, seconds):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(prog="python -m experiments.gpu_real_recipe", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.gpu_jpeg_recipe", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True)
     p.add_argument("--out", default="runs/gpu_grid")
     p.add_argument("--budget", type=float, default=420, help="seconds for the whole plan")
@@ -141,7 +141,7 @@ def main(argv=None):
     p.add_argument("--only", default="", help="comma-separated run names (default: the whole plan)")
     p.add_argument("--set", default="{}", help="JSON overrides for every run (smoke tests: tiny settings)")
     args = p.parse_args(argv)
-    command = "python -m experiments.gpu_real_recipe " + shlex.join(argv)     # what results.json says ran it
+    command = "python -m experiments.gpu_jpeg_recipe " + shlex.join(argv)     # what results.json says ran it
     common = {"data_dir": args.data_dir, "download": False, "progress": False, **json.loads(args.set)}
     plan = [(n, o) for n, o in PLANS[args.plan] if not args.only or n in args.only.split(",")]
     os.makedirs(args.out, exist_ok=True)
