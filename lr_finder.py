@@ -23,7 +23,7 @@ the test only looks.
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     batches = ...                         # any iterable of (x, y) pairs on the model's device,
                                           # e.g. a DataLoader; it is re-iterated if too short
-    result = lr_range_test(model, opt, F.cross_entropy, batches, start_lr=1e-4, end_lr=10.0)
+    result = lr_range_test(model, opt, F.cross_entropy, batches)   # train.py's defaults
     print(result.lr_max, result.lr_min, result.rule, result.note)
     plot_range_test(result, "lr_range_test.png")
 
@@ -67,6 +67,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 MODES = ("exp", "linear")
+# The test's defaults, the ones train.py uses: a copy of this file alone finds the same LRs.
+START_LR = 1e-3     # first LR of the test
+END_LR = 10.0       # last LR (the test usually stops earlier, once the loss diverges)
 # The rule's defaults (module docstring): chosen on measurements, docs/lr-rule.md.
 BACKOFF = 2.0       # LRMAX = LR at the first minimum / BACKOFF
 MIN_FACTOR = 20.0   # LRMIN = LRMAX / MIN_FACTOR
@@ -240,8 +243,25 @@ def _check_args(start_lr, end_lr, num_iter, mode, smooth, diverge, autocast):
 
 
 # ----------------------------------------------------------------------------- the test
-def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=1e-4, end_lr=10.0,
-                  num_iter=100, mode="exp", smooth=0.05, diverge=5.0, backoff=BACKOFF,
+def default_num_iter(batches) -> int:
+    """Steps of a test over `batches` when none are asked for: one pass over them (an epoch),
+    at least 20 (a curve to read) and at most 100 (the cost of a test); 100 where `batches` has
+    no length."""
+    try:
+        return min(100, max(20, len(batches)))
+    except TypeError:
+        return 100
+
+
+def default_smooth(num_iter) -> float:
+    """The EMA weight of the newest loss for a test of num_iter steps: 5 / num_iter (a memory of
+    about a fifth of the test), at most 0.3. torch-lr-finder's fixed 0.05 remembers 20 steps,
+    which flattens a 20-step test into its first few losses."""
+    return min(0.3, 5 / num_iter)
+
+
+def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=START_LR, end_lr=END_LR,
+                  num_iter=None, mode="exp", smooth=None, diverge=5.0, backoff=BACKOFF,
                   min_factor=MIN_FACTOR, rise=RISE, autocast=None, scaler=None, step_hook=None):
     """Run the LR range test and pick LRMAX and LRMIN by the rule of the module docstring.
 
@@ -251,11 +271,12 @@ def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=1e-4, end_lr=1
     loss_fn:     loss_fn(model(x), y) -> scalar tensor (e.g. F.cross_entropy); assumed > 0.
     batches:     iterable of (x, y) already on the model's device; iterated again when it
                  runs out before num_iter (so a list of 10 batches serves 100 steps).
+    num_iter:    steps of the test; None: default_num_iter(batches).
     start_lr, end_lr, num_iter, mode: batch i trains with
                  exp:    start_lr * (end_lr / start_lr) ** (i / (num_iter - 1))
                  linear: start_lr + (end_lr - start_lr) * i / (num_iter - 1)
                  for every param group.
-    smooth:      EMA weight of the newest loss (0.05 as in torch-lr-finder: ~20-batch memory).
+    smooth:      EMA weight of the newest loss; None: default_smooth(num_iter).
     diverge:     stop once the smoothed loss exceeds diverge x its best value so far.
     backoff, min_factor, rise: the rule's parameters (see `pick_lrs`).
     autocast:    None, or a factory of a context manager for the forward pass
@@ -264,9 +285,13 @@ def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=1e-4, end_lr=1
     step_hook:   None, or step_hook(i, lr, loss) called after each recorded batch.
 
     The loss of batch i is measured before its update, i.e. after updates at LRs up to
-    lr_{i-1}: a one-step lag (a factor 1.12 in LR with the defaults) that the rule's factor
-    of 10 swamps. Returns a RangeTestResult.
+    lr_{i-1}: a one-step lag (a factor (end_lr / start_lr) ** (1 / (num_iter - 1)) in LR, 1.1
+    for 100 steps of the defaults) that the rule's backoff of 2 swamps. Returns a RangeTestResult.
     """
+    if num_iter is None:
+        num_iter = default_num_iter(batches)
+    if smooth is None and isinstance(num_iter, int) and num_iter >= 2:    # else _check_args says why
+        smooth = default_smooth(num_iter)
     _check_args(start_lr, end_lr, num_iter, mode, smooth, diverge, autocast)
     _check_pick_args(backoff, min_factor, rise)     # fail before spending the test, not after
     make_ctx = autocast if autocast is not None else contextlib.nullcontext
@@ -325,7 +350,7 @@ def lr_range_test(model, optimizer, loss_fn, batches, *, start_lr=1e-4, end_lr=1
 
 
 # ----------------------------------------------------------------------------- the plot
-def plot_range_test(result, path=None, ax=None):
+def plot_range_test(result, path=None, ax=None, title="LR range test"):
     """Loss against LR (log axis), raw and smoothed, with LRMAX and LRMIN marked.
 
     Draws on `ax` if given, else on a new matplotlib Figure (no pyplot: no global state, no
@@ -347,7 +372,7 @@ def plot_range_test(result, path=None, ax=None):
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss")
-    ax.set_title("LR range test")
+    ax.set_title(title)
 
     # clip the top so a divergent tail does not squash the interesting part: 1.5x the highest
     # smoothed loss up to its first minimum, or less if no raw loss reaches that high

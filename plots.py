@@ -137,15 +137,16 @@ def plot_curves(history, path=None, split="test"):
     return save_figure(fig, path)
 
 
-def plot_lr_schedule(lrs, steps_per_epoch, path=None, lr_max=None):
+def plot_lr_schedule(lrs, steps_per_epoch, path=None, lr_max=None, note=""):
     """The learning rate of every optimizer step, against steps (bottom) and epochs (top).
 
     lrs: the LR used at each step, in order. Step s (1-based) ends s / steps_per_epoch epochs of
     training, so the peak of a one-cycle schedule at the end of epoch 5 reads "epoch 5".
     lr_max: the schedule's LRMAX, when known. When the peak falls between two steps (a peak
     epoch that is not a whole number of steps), no step uses LRMAX itself; the label says so.
+    note: words added to the title (e.g. "LRs found on synthetic data").
     """
-    title = "One-cycle LR schedule (as used)"
+    title = "One-cycle LR schedule (as used" + (f"; {note})" if note else ")")
     lrs = [float(x) for x in lrs]
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
@@ -200,7 +201,7 @@ def _class_name(classes, i):
     return str(classes[i]) if 0 <= i < len(classes) else f"class {i}"
 
 
-def plot_misclassified(images, labels, preds, confidences, classes, path=None, max_images=25,
+def plot_misclassified(images, labels, preds, confidences, classes, path=None, max_images=10,
                        mean=None, std=None, split="test"):
     """A gallery of misclassified images, 5 per row, each titled with true and predicted class.
 

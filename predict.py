@@ -38,7 +38,7 @@ import utils
 from custom_resnet import CLASSES, CustomResNet, normalize
 from utils import UsageError
 
-DEFAULT_LAYER = "layer3"        # Grad-CAM's layer, as train.py's default
+DEFAULT_LAYER = "layer2"        # Grad-CAM's layer (8x8 maps), as train.py's default
 
 FITS = ("crop", "squash")
 HOW_FITTED = {"crop": "central square resized to 32x32 (antialiased bilinear)",
@@ -343,29 +343,48 @@ def _writable(folder):
         raise UsageError(f"--explain {folder}: cannot create or write to that folder; choose another") from None
 
 
-def explain(model, predictions, out_dir, cam_class=None, layer=DEFAULT_LAYER) -> list:
-    """Save one Grad-CAM picture per prediction in out_dir: the image, the map for the predicted
-    class and the map for `cam_class` (a name or index; None = each image's second most likely
-    class). Returns the paths written, `<out_dir>/<file name>.gradcam.png`."""
+@dataclasses.dataclass
+class Explanation:
+    classes: list              # the class indices explained: [predicted, runner-up or asked for]
+    roles: list                # a word for each: "predicted", "runner-up" / "asked for"
+    maps: torch.Tensor         # float32 (2, 32, 32) in [0, 1]: Grad-CAM of each class
+    layer: str                 # where the maps were taken
+    map_size: tuple            # (h, w) of the layer's map, before upsampling
+
+
+def explanations(model, predictions, cam_class=None, layer=DEFAULT_LAYER) -> list:
+    """Grad-CAM of each prediction for its predicted class and for `cam_class` (a name or index;
+    None = each image's runner-up, its second most likely class), on the 32x32 image the model
+    saw, normalised as training normalises it. A list of Explanation, one per prediction."""
     check_layer(layer)
     other = None if cam_class is None else class_index(cam_class)
-    _writable(out_dir)
     images = torch.stack([p.image for p in predictions])
     first = [CLASSES.index(p.top[0][0]) for p in predictions]
     second = [other if other is not None else int(p.probs.topk(2).indices[1]) for p in predictions]
     cams_first, size = gradcam_maps(model, images, first, layer)
     cams_second, _ = gradcam_maps(model, images, second, layer)
+    roles = ["predicted", "runner-up" if other is None else "asked for"]
+    return [Explanation([a, b], roles, torch.stack([ca, cb]), layer, size)
+            for a, b, ca, cb in zip(first, second, cams_first, cams_second)]
+
+
+def explain(model, predictions, out_dir, cam_class=None, layer=DEFAULT_LAYER) -> list:
+    """Save one Grad-CAM picture per prediction in out_dir: the image, the map for the predicted
+    class and the map for `cam_class` (see explanations). Returns the paths written,
+    `<out_dir>/<file name>.gradcam.png`."""
+    check_layer(layer)
+    if cam_class is not None:
+        class_index(cam_class)
+    _writable(out_dir)
     paths, used = [], set()
-    for i, p in enumerate(predictions):
+    for i, (p, e) in enumerate(zip(predictions, explanations(model, predictions, cam_class, layer))):
         stem = os.path.basename(p.name).replace(" ", "_") or f"image_{i}"
         name, n = f"{stem}.gradcam.png", 2
         while name in used:                             # two inputs with the same file name
             name, n = f"{stem}-{n}.gradcam.png", n + 1
         used.add(name)
         path = os.path.join(out_dir, name)
-        plot_explanation(p, [cams_first[i], cams_second[i]], [first[i], second[i]],
-                         ["predicted", "runner-up" if other is None else "asked for"],
-                         f"{layer} ({size[0]}x{size[1]} map)", path)
+        plot_explanation(p, e.maps, e.classes, e.roles, f"{layer} ({e.map_size[0]}x{e.map_size[1]} map)", path)
         paths.append(path)
     return paths
 

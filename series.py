@@ -71,6 +71,7 @@ def run_row(record, seed, out_dir) -> dict:
             "test_correct": record["test_correct"] if complete else None,
             "test_n": record["data"]["test_images"],
             "eval_split": record["data"].get("eval_split", "test"),   # what "test" means here (data.py)
+            "data_source": record["data"].get("source", "cifar10"),
             "lr_min": record.get("lr_min"), "lr_max": record.get("lr_max"), "lr_source": record.get("lr_source"),
             "train_seconds": timings.get("train_seconds"), "lr_test_seconds": timings.get("lr_test_seconds"),
             "images_per_second": timings.get("images_per_second"),
@@ -94,6 +95,7 @@ def summarize(rows, seeds, config, code) -> dict:
         "test_accuracy": describe([r["test_accuracy"] for r in done]),
         # "test", or "validation" when the runs evaluated on a validation split (data.py)
         "eval_split": "/".join(sorted({r.get("eval_split", "test") for r in rows})) or "test",
+        "data_source": "/".join(sorted({r.get("data_source", "cifar10") for r in rows})) or "cifar10",
         "pass_rates": [pass_rate(rows, t) for t in PASS_THRESHOLDS],
         "std_kind": "sample standard deviation (divided by n - 1)",
         "lr_max": describe([r["lr_max"] for r in rows if r["lr_max"] is not None]),
@@ -116,8 +118,8 @@ def _num(x, fmt):
 
 def format_table(summary) -> str:
     """The summary as text: one line per run, then the statistics and the pass rates."""
-    split = summary.get("eval_split", "test")
-    head = {"test": "test acc", "validation": "val acc"}.get(split, "acc")
+    split = label(summary)
+    head = {"test": "test acc", "validation": "val acc"}.get(summary.get("eval_split", "test"), "acc")
     lines = [f"{'seed':>6} {head:>9} {'correct':>12} {'LRMIN':>9} {'LRMAX':>9} {'train s':>8}  status"]
     for r in summary["runs"]:
         correct = "-" if r["test_correct"] is None else f"{r['test_correct']}/{r['test_n']}"
@@ -139,12 +141,46 @@ def format_table(summary) -> str:
     return "\n".join(lines)
 
 
+def label(summary) -> str:
+    """What the runs evaluated on: "test", "validation", or "synthetic test"."""
+    split = summary.get("eval_split", "test")
+    return f"synthetic {split}" if summary.get("data_source") == "synthetic" else split
+
+
+def markdown(summary, out_dir) -> str:
+    """The series' report, README.md in its folder: the statistics, the pass rates and a line
+    per run linking to that run's own report; every number from the summary."""
+    a, name, num = summary["test_accuracy"], label(summary), _num
+    lines = [f"# Custom ResNet on CIFAR-10: {a['n']} run(s) over seeds, {name} accuracy", ""]
+    if summary.get("data_source") == "synthetic":
+        lines += ["> **Synthetic data.** These numbers check that the pipeline runs; they say nothing about "
+                  "accuracy on CIFAR-10.", ""]
+    lines += [f"{summary['runs_finished']} of {len(summary['seeds'])} planned runs finished ({summary['status']}); "
+              f"{summary['runs_diverged']} diverged.", "",
+              "| statistic | value |", "|---|---:|"]
+    lines += [f"| {k} | {num(a[k], '.2f')}{'' if a[k] is None else '%' if k != 'std' else ''} |"
+              for k in ("mean", "std", "min", "median", "max")]
+    lines += [f"| reached {p['threshold']}% | {p['passed']}/{p['runs']} |" for p in summary["pass_rates"]]
+    lines += ["", f"std is the {summary['std_kind']}.", ""]
+    if os.path.exists(os.path.join(out_dir, "accuracies.png")):
+        lines += ["![accuracy of every run](accuracies.png)", ""]
+    lines += ["| seed | accuracy | LRMIN | LRMAX | training s | status | report |", "|---:|---:|---:|---:|---:|---|---|"]
+    for r in summary["runs"]:
+        folder = os.path.relpath(r["out_dir"], out_dir)
+        link = f"[{folder}/README.md]({folder}/README.md)" if os.path.exists(os.path.join(r["out_dir"], "README.md")) else "-"
+        lines.append(f"| {r['seed']} | {num(r['test_accuracy'], '.2f')}% | {num(r['lr_min'], '.4g')} | "
+                     f"{num(r['lr_max'], '.4g')} | {num(r['train_seconds'], '.1f')} | {r['status']} | {link} |")
+    hw = "; ".join(f"{h['device']} ({h['hardware']}), {h['precision']}, torch {h['torch']}" for h in summary["hardware"])
+    lines += ["", f"Hardware: {hw}. Code: {summary['code']['git_commit'] or 'not in git'}.", ""]
+    return "\n".join(lines)
+
+
 def plot_accuracies(summary, path=None):
     """The test accuracy of every run against its seed, the mean and the pass thresholds drawn,
     so a reader sees the spread and any outlier that the mean and std hide."""
     import plots
     done = [r for r in summary["runs"] if r["status"] == "complete"]
-    split = summary.get("eval_split", "test")
+    split = label(summary)
     if not done:
         return plots.message_figure("No complete run yet", f"{split.capitalize()} accuracy per seed", path)
     fig = plots.new_figure((7, 3.5))
@@ -198,6 +234,7 @@ def run_seeds(main, cfg) -> dict:
         utils.atomic_write_json(summary, os.path.join(cfg.out_dir, "summary.json"))
     if cfg.plots:
         plot_accuracies(summary, os.path.join(cfg.out_dir, "accuracies.png"))
+    utils.atomic_write_text(markdown(summary, cfg.out_dir), os.path.join(cfg.out_dir, "README.md"))
     print(format_table(summary))
     return summary
 

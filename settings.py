@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import math
 import os
+import shlex
 import sys
 from typing import Optional
 
@@ -27,7 +28,8 @@ from utils import Interrupted, UsageError
 
 # Settings that a resumed run may change; every other one must match the checkpoint's.
 RESUME_FREE = {"data_dir", "out_dir", "download", "resume", "device", "precision", "compile",
-               "eval_batch_size", "log_every", "plots", "progress", "gradcam_layer"}
+               "eval_batch_size", "log_every", "plots", "progress", "gradcam_layer", "misclassified"}
+GRADCAM_MIN_SIZE = 5     # the course's graders refuse Grad-CAM from a channel under 5x5 pixels
 DESCRIPTION = ("Train the custom ResNet on CIFAR-10: LR range test, one-cycle SGD, evaluation after every "
                "epoch on the data folder's test_batch, plots, a report, checkpoints.")
 EXAMPLES = f"""examples:
@@ -134,6 +136,30 @@ class Settings:
                 return k, saved.get(k), v
         return None
 
+    def keywords(self) -> dict:
+        """The settings that differ from the defaults, as keywords of main(): with the defaults,
+        the run they describe. peak_epoch counts only where it is not the recipe's 5/24 of the
+        epochs; resume never (a resumed run continues the run these keywords describe)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "resume" or (f.name == "peak_epoch" and v == self.epochs * 5 / 24):
+                continue
+            if v != f.default:
+                out[f.name] = v
+        return out
+
+    def command(self) -> str:
+        """The command line that runs with these settings (see keywords)."""
+        words = ["python", "train.py"]
+        for k, v in self.keywords().items():
+            flag = "--" + k.replace("_", "-")
+            if isinstance(v, bool):
+                words.append(flag if v else "--no-" + k.replace("_", "-"))
+            else:
+                words += [flag, shlex.quote(repr(v) if isinstance(v, float) else str(v))]
+        return " ".join(words)
+
     # ----- from the command line -------------------------------------------------------------
     @classmethod
     def parse_args(cls, argv) -> dict:
@@ -239,5 +265,16 @@ def validate(cfg):
     need(cfg.ema_epochs >= 0, f"ema_epochs must be 0 (off) or positive, got {cfg.ema_epochs}")
     need(0 <= cfg.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {cfg.label_smoothing}")
     need(cfg.log_every >= 1, f"log_every must be at least 1, got {cfg.log_every}")
+    need(0 <= cfg.misclassified <= 100, f"misclassified must lie in 0..100, got {cfg.misclassified}")
     layers = gradcam_layers()
     need(cfg.gradcam_layer in layers, gradcam.unknown_layer(cfg.gradcam_layer, layers))
+
+
+def warnings(cfg) -> list:
+    """Settings that run but that a user should hear about first, one line each."""
+    h, w = gradcam_layers()[cfg.gradcam_layer]
+    if cfg.plots and min(h, w) < GRADCAM_MIN_SIZE:
+        return [f"warning: Grad-CAM at {cfg.gradcam_layer} gives a {h}x{w} map; the course's graders refuse maps "
+                f"from a channel under {GRADCAM_MIN_SIZE}x{GRADCAM_MIN_SIZE} pixels: use --gradcam-layer layer2 "
+                "(8x8) or layer1 (16x16) for an assignment"]
+    return []

@@ -71,8 +71,8 @@ class Config(settings.Settings):
     # --- the LR range test (lr_finder.py): runs only when neither LR is given
     lr_test_iters: int = setting(0, "steps of the range test", "0, auto: one epoch's steps, clamped to 20..100",
                                  group="LR range test (runs when neither LR is given)")
-    lr_test_start: float = setting(1e-3, "first LR of the range test")
-    lr_test_end: float = setting(10.0, "last LR of the range test (grows exponentially from the first)")
+    lr_test_start: float = setting(lr_finder.START_LR, "first LR of the range test")
+    lr_test_end: float = setting(lr_finder.END_LR, "last LR of the range test (grows exponentially from the first)")
     lr_backoff: float = setting(lr_finder.BACKOFF, "LRMAX = the LR at the first minimum of the smoothed "
                                 "loss / lr_backoff (lr_finder.py; chosen in docs/lr-rule.md)")
     lr_min_factor: float = setting(lr_finder.MIN_FACTOR, "LRMIN = LRMAX / lr_min_factor (Smith: 10-20 for "
@@ -101,11 +101,14 @@ class Config(settings.Settings):
                           "none, a new run")
     tta: bool = setting(False, "flip test-time augmentation: evaluate on the mean of the logits of each "
                         "image and its mirror image (off in the specification's recipe)")
-    gradcam_layer: str = setting("layer3", "where gradcam.png's maps are taken: prep (32x32), layer1 "
-                                 "(16x16), layer2 (8x8), layer3 (4x4), or a part inside them such as "
-                                 "layer1.res")
+    misclassified: int = setting(10, "misclassified held-out images shown (the most confident mistakes), each "
+                                 "with Grad-CAM for its predicted and its true class (the assignment's 10)")
+    gradcam_layer: str = setting("layer2", "where gradcam.png's maps are taken: layer2 (8x8), layer1 (16x16), "
+                                 "prep (32x32), layer3 (4x4, under the course's 5x5), or a part inside them "
+                                 "such as layer1.res")
     eval_batch_size: int = setting(1000, "held-out images per evaluation batch")
-    log_every: int = setting(10, "read the running loss/accuracy from the device every N steps")
+    log_every: int = setting(10, "read the running loss/accuracy from the device at the first step, then "
+                             "every N steps")
     plots: bool = setting(True, "save the plots at the end of the run (--no-plots skips them)")
     progress: bool = setting(True, "show a progress bar per epoch (--no-progress for plain logs)")
     # --- device and precision (utils.pick_runtime)
@@ -247,14 +250,14 @@ def find_lrs(cfg: Config, learner: Learner, train_loader):
         return cfg.lr_min, cfg.lr_min * cfg.lr_min_factor, f"lr_min given, lr_max = lr_min * {cfg.lr_min_factor:g}", None
     # Its own draws (seed + 1): the training data order does not depend on whether a test ran.
     loader = train_loader.reseeded(cfg.seed + 1)
-    iters = cfg.lr_test_iters or min(100, max(20, len(loader)))
+    iters = cfg.lr_test_iters or lr_finder.default_num_iter(loader)      # smoothing: lr_finder's default
     print(f"LR range test: {iters} steps, LR {cfg.lr_test_start:g} -> {cfg.lr_test_end:g} "
           f"(costs about {iters / len(loader):.1f} epochs of training)")
     t0 = time.perf_counter()
     result = lr_finder.lr_range_test(
         learner.model, learner.optimizer, learner.loss_fn, loader, start_lr=cfg.lr_test_start,
-        end_lr=cfg.lr_test_end, num_iter=iters, smooth=min(0.3, 5 / iters), backoff=cfg.lr_backoff,
-        min_factor=cfg.lr_min_factor, rise=cfg.lr_rise, autocast=learner.rt.autocast, scaler=learner.scaler)
+        end_lr=cfg.lr_test_end, num_iter=iters, backoff=cfg.lr_backoff, min_factor=cfg.lr_min_factor,
+        rise=cfg.lr_rise, autocast=learner.rt.autocast, scaler=learner.scaler)
     print(f"LR range test: {len(result.lrs)} steps ({result.stop_reason}) in {time.perf_counter() - t0:.1f} s; "
           f"LRMAX = {result.lr_max:.4g}, LRMIN = {result.lr_min:.4g}. Rule: {result.rule}"
           + (f" Note: {result.note}" if result.note else ""))
@@ -281,9 +284,9 @@ def train_one_epoch(learner: Learner, loader, lr_at, epoch, cfg: Config):
     lr_at(step), the weight average (if any) updated after every step. Returns (mean loss,
     accuracy %).
 
-    Loss and accuracy are summed on the device and read every cfg.log_every steps, so the host
-    waits for the device only there. Raises FloatingPointError(step) at the first read after a
-    non-finite loss."""
+    Loss and accuracy are summed on the device and read at the first step and every cfg.log_every
+    steps, so the host waits for the device only there. Raises FloatingPointError(step) at the
+    first read after a non-finite loss."""
     learner.net.train()
     device, n = learner.rt.device, len(loader)
     loss_sum = torch.zeros((), device=device)
@@ -305,11 +308,12 @@ def train_one_epoch(learner: Learner, loader, lr_at, epoch, cfg: Config):
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             seen += len(y)
             bar.update(1)
-            if (i + 1) % cfg.log_every == 0 or i + 1 == n:
+            if i == 0 or (i + 1) % cfg.log_every == 0 or i + 1 == n:
                 if first_bad.item() >= 0:                    # the one host-device sync point
                     raise FloatingPointError(int(first_bad))
-                bar.set_postfix_str(f"loss={loss_sum.item() / seen:.4f} batch_id={i} "
-                                    f"acc={100 * correct.item() / seen:.2f}%", refresh=False)
+                # The course's log line, from the sums of the epoch so far.
+                bar.set_description(f"Epoch {epoch}/{cfg.epochs} Loss={loss_sum.item() / seen:.4f} Batch_id={i} "
+                                    f"Accuracy={100 * correct.item() / seen:.2f}")
     return loss_sum.item() / seen, 100 * correct.item() / seen
 
 
@@ -369,6 +373,8 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
     hw, split = about["runtime"], data.eval_split
     print(f"device {rt.device} ({hw.get('gpu', hw['cpu'])}), precision {rt.precision}; {len(data.train_labels):,} "
           f"training and {len(data.test_labels):,} {split} images" + (" (synthetic)" if cfg.synthetic else ""))
+    for warning in settings.warnings(cfg):
+        print(warning)
     with checkpoint.Run(cfg.out_dir, about, ckpt, cfg.resume) as run:
         # The data on the device: training batches augmented there, the held-out images in order.
         train_loader = cifar.DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, train=True,
@@ -387,7 +393,7 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
             t = time.perf_counter()
             run.set_lrs(*find_lrs(cfg, learner, train_loader))
             run.record["timings"]["lr_test_seconds"] = time.perf_counter() - t
-            report.draw_range_test(run.record["lr_range_test"], cfg.out_dir, draw=cfg.plots)
+            report.draw_range_test(run.record["lr_range_test"], cfg.out_dir, draw=cfg.plots, synthetic=cfg.synthetic)
         total = cfg.epochs * steps_per_epoch
         lr_at = functools.partial(one_cycle_lr, total_steps=total, peak_step=cfg.peak_epoch * steps_per_epoch - 1,
                                   lr_min=run.lr_min, lr_max=run.lr_max)
@@ -422,18 +428,18 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
                            "test_correct": ev["correct"], "test_n": ev["n"], "train_seconds": train_seconds,
                            "eval_seconds": eval_seconds}, learner, train_loader)
 
-        # The weights, and what the run shows.
+        # The weights, and what the run shows: the pictures and README.md, the report to hand in.
         if ev is None:                       # resumed from a finished run: nothing was evaluated
             ev = evaluate(learner.final, test_loader, rt, cfg.tta)
         run.finish(learner.final.state_dict())
-        confusion = report.add_class_accuracy(run.record, data, ev["preds"])
-        if cfg.plots:
-            report.draw(run.record, learner.final, data, ev, confusion, cfg.gradcam_layer, cfg.out_dir)
-    run.record["timings"]["total_seconds"] = time.perf_counter() - t_start
-    run.write()
+        report.make(run.record, learner.final, data, ev, cfg)
+        run.record["timings"]["total_seconds"] = time.perf_counter() - t_start
+        run.write()
+        report.write_markdown(run.record, cfg.out_dir)
     r = run.record
-    print(f"{split} accuracy {r['test_accuracy']:.2f}% ({r['test_correct']}/{r['history'][-1]['test_n']}); "
-          f"LRMIN {r['lr_min']:.4g}, LRMAX {r['lr_max']:.4g}; outputs in {cfg.out_dir}")
+    print(f"{report.data_label(r)} accuracy {r['test_accuracy']:.2f}% ({r['test_correct']}/{r['history'][-1]['test_n']})"
+          + (" on synthetic data, which says nothing about CIFAR-10" if cfg.synthetic else "")
+          + f"; LRMIN {r['lr_min']:.4g}, LRMAX {r['lr_max']:.4g}; the report is {cfg.out_dir}/README.md")
     return r
 
 

@@ -244,6 +244,13 @@ def atomic_write_json(obj, path):
     atomic_write(path, write)
 
 
+def atomic_write_text(text, path):
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
 def ensure_writable_dir(path):
     """Create `path` if needed and prove it is writable, or raise UsageError saying so."""
     try:

@@ -296,7 +296,7 @@ def test_pick_lrs_notes_and_edge_cases():
 
 
 def test_a_second_descent_after_the_loss_turned_up_is_ignored():
-    # Shape measured on real CIFAR-10 images (10,000 images, 100 steps, docs/lr-rule.md): the loss falls
+    # Shape measured on JPEG copies of CIFAR-10 training images (10,000 images, 100 steps, docs/lr-rule.md): the loss falls
     # to a minimum near LR 0.3, rises ~9%, then falls again to a LOWER value near LR 8, where
     # training at that LR fails. The pick must stay at the first minimum.
     lrs = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
@@ -458,3 +458,34 @@ def test_custom_resnet_run_completes_and_restores():
     assert 0 < res.lr_min < res.lr_max <= 0.1 / lr_finder.BACKOFF
     _assert_identical(before, _state(model, opt))
     assert not model.training
+
+
+def test_a_copy_of_this_file_alone_finds_the_lrs_train_py_finds(tmp_path):
+    """A student who copies lr_finder.py and calls it with its defaults on the same model and
+    batches gets the LRMAX and LRMIN that train.py's range test gets."""
+    import importlib.util
+    import shutil
+    import data
+    import train
+    import utils
+    shutil.copy(lr_finder.__file__, tmp_path / "copied_lr_finder.py")
+    spec = importlib.util.spec_from_file_location("copied_lr_finder", tmp_path / "copied_lr_finder.py")
+    copied = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copied)
+    cfg = train.Config.from_keywords(dict(width=4, batch_size=32, precision="fp32", device="cpu"))
+    d = data.synthetic_cifar10(32 * 24, 8)
+    loader = data.DeviceLoader(d.train_images, d.train_labels, 32, train=True, device="cpu", seed=cfg.seed)
+    learner = train.build(cfg, utils.pick_runtime("cpu", "fp32"), len(loader))
+    lr_min, lr_max, _, found = train.find_lrs(cfg, learner, loader)
+    mine = copied.lr_range_test(learner.model, learner.optimizer, F.cross_entropy, loader.reseeded(cfg.seed + 1))
+    assert len(mine.lrs) == len(found["lrs"]) and mine.lrs == pytest.approx(found["lrs"], rel=1e-12)
+    assert (mine.lr_max, mine.lr_min) == (lr_max, lr_min) and mine.smoothed == found["smoothed"]
+    assert (copied.START_LR, copied.END_LR) == (cfg.lr_test_start, cfg.lr_test_end)
+
+
+def test_the_default_length_and_smoothing_follow_the_batches():
+    assert lr_finder.default_num_iter(list(range(7))) == 20          # at least 20
+    assert lr_finder.default_num_iter(list(range(78))) == 78         # an epoch
+    assert lr_finder.default_num_iter(list(range(500))) == 100       # at most 100
+    assert lr_finder.default_num_iter(b for b in range(3)) == 100    # no length
+    assert lr_finder.default_smooth(100) == 0.05 and lr_finder.default_smooth(10) == 0.3

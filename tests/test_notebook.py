@@ -1,6 +1,7 @@
 """run.ipynb is executed for real, cell by cell, in a Jupyter kernel (quick mode, CPU), without
-installing anything."""
+installing anything; and its cells that must fail loudly are run where they fail."""
 import os
+import subprocess
 
 import pytest
 
@@ -13,25 +14,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_the_notebook_runs_top_to_bottom_and_shows_the_pictures(tmp_path):
     nb = nbformat.read(os.path.join(ROOT, "run.ipynb"), as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1 and all(p in params[0].source for p in ("QUICK", "REPO_URL", "INSTALL = True"))
-    # The install is the only cell that would reach the network, and INSTALL guards it: the test
-    # installs nothing (the requirements are installed already); on Colab INSTALL stays True.
-    install = [c for c in nb.cells if "%pip install" in c.source]
-    assert len(install) == 1 and "if INSTALL:\n    %pip install" in install[0].source
+    assert len(params) == 1 and all(p in params[0].source for p in ("QUICK", "REPO_URL", "INSTALL = True",
+                                                                     "OUT_DIR", "MOUNT_DRIVE = False"))
+    assert nb.cells.index(params[0]) == 1 and nb.cells[0].cell_type == "markdown"   # the first code cell
+    # The install is the only cell that would reach the network here, and INSTALL guards it: the
+    # test installs nothing (the requirements are installed already); on Colab INSTALL stays True.
+    install = [c for c in nb.cells if '"pip", "install"' in c.source]
+    assert len(install) == 1 and "if INSTALL:" in install[0].source
     # Inject the parameters, as papermill would: quick mode, tiny and fast for CI.
     tiny = dict(width=8, synthetic_train=256, synthetic_test=128, batch_size=64, precision="fp32",
-                device="cpu", progress=False, out_dir=str(tmp_path), lr_test_iters=8)
-    params[0].source += f"\nQUICK = True\nOVERRIDES = {tiny!r}\nINSTALL = False\n"
+                device="cpu", progress=False, lr_test_iters=8)
+    params[0].source += f"\nQUICK = True\nOVERRIDES = {tiny!r}\nINSTALL = False\nOUT_DIR = {str(tmp_path)!r}\n"
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": ROOT}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "test accuracy:" in text and "LRMIN = " in text and "range test" in text
+    assert "synthetic test accuracy:" in text and "LRMIN = " in text and "range test" in text
+    assert f"the report to hand in: {tmp_path / 'README.md'}" in text and (tmp_path / "README.md").exists()
     assert "CPU: this will take hours" in text            # the runtime check, before anything runs
     images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.data]
     assert len(images) == 6          # every picture, the range test included
-    for name in ["curves.png", "lr_range_test.png", "gradcam.png", "metrics.json", "model.pt"]:
+    for name in ["curves.png", "lr_range_test.png", "gradcam.png", "metrics.json", "model.pt", "README.md"]:
         assert (tmp_path / name).exists(), name
     # Outside Colab the save and upload cells say so and touch nothing.
     assert text.count("Not on Colab") == 2
@@ -92,3 +96,90 @@ def test_on_colab_the_run_is_saved_and_an_uploaded_picture_explained(tmp_path, o
     assert (out / "uploads" / "my photo.png").exists() and (out / "explain" / "my_photo.png.gradcam.png").exists()
     images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.data]
     assert len(images) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The cells that must stop the notebook with one line
+
+def run_cells(nb, cells, cwd, params=""):
+    """Execute `cells` (the parameters cell first, `params` appended to it) in a fresh kernel in
+    cwd; returns the executed cells and the error raised (None when none was)."""
+    first = nbformat.v4.new_code_cell(next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source
+                                      + "\n" + params)
+    run = nbformat.v4.new_notebook(cells=[first] + [nbformat.v4.new_code_cell(c.source) for c in cells],
+                                   metadata=nb.metadata)
+    try:
+        nbclient.NotebookClient(run, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+        return run.cells, None
+    except nbclient.exceptions.CellExecutionError as e:
+        return run.cells, e
+
+
+def stopped_with(cells):
+    """(index of the cell that stopped, its one line), from the error outputs."""
+    errors = [(i, o) for i, c in enumerate(cells) for o in c.get("outputs", []) if o.output_type == "error"]
+    assert len(errors) == 1, errors
+    i, error = errors[0]
+    assert error.ename == "Stop" and len(error.traceback) == 1 and error.traceback[0].startswith("STOPPED: ")
+    return i, error.traceback[0]
+
+
+def notebook():
+    return nbformat.read(os.path.join(ROOT, "run.ipynb"), as_version=4)
+
+
+def clone_cell(nb):
+    return next(c for c in nb.cells if '"git", "clone"' in c.source)
+
+
+def test_an_unreachable_repository_stops_the_notebook_at_the_clone_with_one_line(tmp_path):
+    nb = notebook()
+    later = [c for c in nb.cells if "import train" in c.source]
+    cells, error = run_cells(nb, [clone_cell(nb)] + later, tmp_path,
+                             'REPO_URL = "https://127.0.0.1:9/nobody/nothing.git"\nINSTALL = False')
+    assert error is not None
+    where, line = stopped_with(cells)
+    assert where == 1 and "could not clone https://127.0.0.1:9/nobody/nothing.git" in line
+    assert "check the URL in the Parameters cell, and that the repository is public" in line
+    assert cells[2].get("execution_count") is None                      # nothing ran after it
+    assert not (tmp_path / "custom-resnet-cifar10").exists()
+
+
+def test_the_placeholder_url_stops_the_notebook_and_says_which_cell_to_edit(tmp_path):
+    nb = notebook()
+    cells, error = run_cells(nb, [clone_cell(nb)], tmp_path, "INSTALL = False")
+    assert error is not None and "set REPO_URL in the Parameters cell" in stopped_with(cells)[1]
+
+
+def test_a_second_run_pulls_the_latest_commit_of_the_clone(tmp_path):
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git = lambda *a, cwd=origin: subprocess.run(["git", *a], cwd=cwd, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q", "-b", "main")
+    (origin / "first.txt").write_text("1")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    work = tmp_path / "colab"
+    work.mkdir()
+    nb = notebook()
+    params = f"REPO_URL = {'file://' + str(origin)!r}\nINSTALL = False"
+    cells, error = run_cells(nb, [clone_cell(nb)], work, params)
+    assert error is None and (work / "custom-resnet-cifar10" / "first.txt").exists()
+    (origin / "second.txt").write_text("2")                               # pushed since
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "second")
+    cells, error = run_cells(nb, [clone_cell(nb)], work, params)          # after a runtime restart
+    assert error is None and (work / "custom-resnet-cifar10" / "second.txt").exists()
+
+
+@pytest.mark.parametrize("params, says", [
+    ('OUT_DIR = "/content/drive/MyDrive/cifar10-resnet"', "is on Google Drive, which is not mounted: set MOUNT_DRIVE = True"),
+    ("MOUNT_DRIVE = True", "MOUNT_DRIVE = True works on Colab only"),
+])
+def test_an_unmounted_drive_is_refused_before_training_with_one_line(tmp_path, params, says):
+    nb = notebook()
+    drive = next(c for c in nb.cells if "drive.mount" in c.source)
+    cells, error = run_cells(nb, [clone_cell(nb), drive], ROOT,       # in the repository: nothing to clone
+                             f"{params}\nDRIVE = {str(tmp_path / 'no-drive')!r}\nINSTALL = False")
+    assert error is not None and stopped_with(cells)[0] == 2 and says in stopped_with(cells)[1]
+    assert not (tmp_path / "no-drive").exists()

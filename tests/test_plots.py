@@ -132,10 +132,11 @@ def test_plot_lr_schedule(tmp_path):
 def test_plot_misclassified(tmp_path):
     images, labels, preds, confidences = fake_misclassified(30)
     path = tmp_path / "mis.png"
-    fig = plots.plot_misclassified(images, labels, preds, confidences, CLASSES, path=str(path))
+    fig = plots.plot_misclassified(images, labels, preds, confidences, CLASSES, path=str(path), max_images=25)
     assert_png_drawn(fig, path)
     assert "25 shown of 30" in fig.get_suptitle()
     assert sum(ax.has_data() for ax in fig.axes) == 25
+    assert "10 shown of 30" in plots.plot_misclassified(images, labels, preds, confidences, CLASSES).get_suptitle()
     for k, ax in enumerate(fig.axes[:25]):            # the first 25, in the order given
         shown = ax.images[0].get_array()
         assert shown.shape == (32, 32, 3)

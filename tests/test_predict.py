@@ -149,6 +149,17 @@ def test_other_sizes_are_centre_cropped_and_resized_with_antialiasing(tmp_path):
     assert squashed[0][:, :, 0].float().mean() < 60 and squashed[0][:, :, -1].float().mean() > 200
 
 
+def test_a_tall_image_is_cut_to_its_central_square_too(tmp_path):
+    rgb = _rgb(9)
+    tall = np.concatenate([np.full((16, 32, 3), 255, np.uint8), rgb, np.zeros((16, 32, 3), np.uint8)], 0)
+    Image.fromarray(tall).save(tmp_path / "tall.png")                 # 32x64: white / image / black
+    images, _, notes = predict.load_images([tmp_path / "tall.png"])
+    assert torch.equal(images[0], torch.from_numpy(rgb).permute(2, 0, 1))
+    assert notes[0].startswith("32x64 -> centre 32x32 -> 32x32")
+    squashed, _, _ = predict.load_images([tmp_path / "tall.png"], fit="squash")
+    assert squashed[0][:, 0, :].float().mean() > 200 and squashed[0][:, -1, :].float().mean() < 60
+
+
 # ----------------------------------------------------------------------------------------------
 # Grad-CAM at every layer name, in predictions and in the training report
 
@@ -185,6 +196,30 @@ def test_explain_writes_the_image_and_two_maps(run, tmp_path):
                                    "layer2 (8x8 map)")
     titles = [ax.get_title() for ax in fig.axes[:3]]
     assert "32x32" in titles[0] and "airplane" in titles[1] and "cat" in titles[2] and "asked for" in titles[2]
+
+
+def test_the_maps_drawn_are_grad_cam_of_the_normalised_image_for_the_predicted_class_and_the_runner_up(run):
+    """Computed here apart: the model on (x / 255 - mean) / std in NCHW, GradCAM of the predicted
+    class and of the second most likely class, at the layer asked for."""
+    import gradcam
+    model = predict.load_model(run["model"])
+    preds = predict.predict(model, run["paths"][:4], precision="fp32")
+    found = predict.explanations(model, preds, layer="layer1")
+    reference = CustomResNet(width=8)
+    reference.load_state_dict(torch.load(run["model"], weights_only=True))
+    mean = torch.tensor(cifar.CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(cifar.CIFAR10_STD).view(1, 3, 1, 1)
+    x = (run["images"][:4].float() / 255 - mean) / std
+    order = reference.eval()(x).argsort(1, descending=True)                 # (4, 10)
+    with gradcam.GradCAM(reference, "layer1") as cam:
+        first, second = cam(x, order[:, 0]), cam(x, order[:, 1])
+    for i, e in enumerate(found):
+        assert e.classes == [int(order[i, 0]), int(order[i, 1])] and e.roles == ["predicted", "runner-up"]
+        assert e.layer == "layer1" and e.map_size == (16, 16)
+        torch.testing.assert_close(e.maps[0], first[i], atol=1e-4, rtol=0)
+        torch.testing.assert_close(e.maps[1], second[i], atol=1e-4, rtol=0)
+    asked = predict.explanations(model, preds, cam_class="ship", layer="layer1")
+    assert all(e.classes[1] == 8 and e.roles[1] == "asked for" for e in asked)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def wires(*fields):
 ALTERED = dict(synthetic=True, synthetic_train=136, synthetic_test=100, batch_size=32, eval_batch_size=48,
                epochs=3, peak_epoch=1.5, momentum=0.8, nesterov=False, weight_decay=1e-3, label_smoothing=0.1,
                pad_mode="zeros", cutout=5, cutout_inside=True, bn_weight_decay=False, width=8, seed=7, log_every=3,
-               device="cpu", precision="fp32", progress=False, plots=True, gradcam_layer="layer2",
+               device="cpu", precision="fp32", progress=False, plots=True, gradcam_layer="layer1", misclassified=7,
                lr_test_iters=6, lr_test_start=2e-3, lr_test_end=0.6, lr_backoff=3.0, lr_min_factor=7.0,
                lr_rise=0.2)
 STEPS_PER_EPOCH = 136 // 32
@@ -337,7 +337,7 @@ def test_a_non_finite_loss_is_noticed_at_the_first_read_after_it(tmp_path, watch
 def test_the_progress_bar_is_shown_when_asked(tmp_path, capsys, progress):
     train.main(**{**TINY, "epochs": 1, "peak_epoch": 1, "progress": progress}, out_dir=str(tmp_path))
     err = capsys.readouterr().err
-    assert ("Epoch 1/1" in err) == progress and ("batch_id=" in err) == progress
+    assert ("Epoch 1/1 Loss=" in err) == progress and ("Batch_id=0 Accuracy=" in err) == progress
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,7 +404,8 @@ def test_the_pictures_are_drawn_into_out_dir_and_only_when_asked(altered, tmp_pa
     assert not list(tmp_path.glob("*.png"))
 
 
-def test_the_gallery_is_every_mistake_most_confident_first(altered):
+@wires("misclassified")
+def test_the_gallery_is_the_most_confident_mistakes_as_many_as_asked(altered):
     record, out = altered["record"], altered["out"]
     d = cifar.synthetic_cifar10(136, 100, seed=7)
     _, pred, conf = reference_predictions(out / "model.pt", 8, d.test_images)
@@ -418,27 +419,31 @@ def test_the_gallery_is_every_mistake_most_confident_first(altered):
     assert set(shown) == wrong
     assert labels.tolist() == d.test_labels[shown].tolist() and preds.tolist() == pred[shown].tolist()
     assert torch.allclose(confs, conf[shown], atol=1e-5)
+    assert altered["drawn"]["plot_misclassified"][0][1]["max_images"] == 7
+    assert [m["index"] for m in record["misclassified"]] == shown[:7] and record["misclassified_total"] == len(wrong)
+    assert [m["label"] for m in record["misclassified"]] == [d.classes[int(c)] for c in labels[:7]]
 
 
 @wires("gradcam_layer")
-def test_grad_cam_explains_the_first_ten_mistakes_at_the_given_layer(altered):
+def test_grad_cam_explains_the_mistakes_shown_at_the_given_layer(altered):
     import gradcam
     (images, labels, preds, _, _, _), _ = altered["drawn"]["plot_misclassified"][0]
     (cam_images, cams_pred, cams_true, cam_labels, cam_preds, _, _), kwargs = altered["drawn"]["plot_gradcam"][0]
-    assert torch.equal(cam_images, images[:10]) and torch.equal(cam_labels, labels[:10])
-    assert torch.equal(cam_preds, preds[:10]) and kwargs["layer"] == "layer2, 8x8 map"
+    assert torch.equal(cam_images, images[:7]) and torch.equal(cam_labels, labels[:7])
+    assert torch.equal(cam_preds, preds[:7]) and kwargs["layer"] == "layer1, 16x16 map"
+    assert altered["record"]["gradcam"] == {"layer": "layer1", "map_size": [16, 16]}
     model, _, _ = reference_predictions(altered["out"] / "model.pt", 8, images[:1])
     mean = torch.tensor(cifar.CIFAR10_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(cifar.CIFAR10_STD).view(1, 3, 1, 1)
-    x = (images[:10].float() / 255 - mean) / std
-    with gradcam.GradCAM(model, "layer2") as cam:
-        ref_pred, ref_true = cam(x, preds[:10]), cam(x, labels[:10])
-    assert cams_pred.shape == (10, 32, 32)
+    x = (images[:7].float() / 255 - mean) / std
+    with gradcam.GradCAM(model, "layer1") as cam:
+        ref_pred, ref_true = cam(x, preds[:7]), cam(x, labels[:7])
+    assert cams_pred.shape == (7, 32, 32)
     assert torch.allclose(cams_pred, ref_pred, atol=1e-3) and torch.allclose(cams_true, ref_true, atol=1e-3)
     assert not torch.allclose(cams_pred, cams_true, atol=1e-3)      # so the order is pinned
     trained = altered["train"][0]["module"]
     explained = [f for f in altered["watch"].of("explain") if f["module"] is trained]
-    assert [f["n"] for f in explained] == [10, 10] and all(not f["training"] for f in explained)
+    assert [f["n"] for f in explained] == [7, 7] and all(not f["training"] for f in explained)
 
 
 def test_per_class_accuracy_and_confusion_are_of_the_final_predictions(altered):

@@ -3,6 +3,7 @@ computation, the series end to end, its resume after an interruption, and the mi
 import dataclasses
 import json
 import math
+import re
 import statistics
 
 import pytest
@@ -137,6 +138,13 @@ def test_a_series_runs_each_seed_with_its_own_range_test_and_resumes_where_it_st
     assert summary["runs"][0]["git_commit"] == records[0]["code"]["git_commit"]
     assert json.loads((out / "summary.json").read_text()) == summary
     assert "reached 93%: 0/3" in log                                 # the table is printed
+    # The series' report links each run's own, and its numbers are the summary's.
+    report = (out / "README.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", report)
+    assert links == [f"seed-{s}/README.md" for s in range(3)] and all((out / link).exists() for link in links)
+    assert f"| mean | {summary['test_accuracy']['mean']:.2f}% |" in report and "synthetic" in report.lower()
+    for r in summary["runs"]:
+        assert f"| {r['seed']} | {r['test_accuracy']:.2f}% | {r['lr_min']:.4g} | {r['lr_max']:.4g} |" in report
 
     # The same folder with another recipe is refused before anything runs or is overwritten.
     with pytest.raises(UsageError, match="epochs=2, but this series asks for epochs=3"):
