@@ -1,43 +1,118 @@
 """What a run keeps on disk so that nothing is lost: its record, its checkpoint, its weights.
 
 metrics.json (the record), checkpoint.pt and model.pt are each written whole or not at all, and
-read back only as tensors.
+read back only as tensors, verified: the archive's checksums, every entry, every value finite.
 
-    with checkpoint.Run(out_dir, about, ckpt) as run:     # the record of a new or resumed run
-        ...                                                # every epoch: run.end_epoch(...)
-        run.finish(weights, final_accuracy)               # model.pt; status "complete"
+    with checkpoint.Run(cfg, ckpt) as run:      # claims cfg.out_dir for this run alone
+        ...                                     # every epoch: run.end_epoch(...)
+        run.finish(weights)                     # model.pt; status "complete"
 
-A run stopped by Ctrl-C, or diverged, leaves its last checkpoint and a metrics.json that says so,
-and the message says how to go on (`Run.__exit__`).
+A run that stops early (Ctrl-C, SIGTERM, divergence, a write that fails) leaves its last checkpoint
+whole, a metrics.json that says why, and one line that says how to go on (`Run.__exit__`).
 """
+import dataclasses
+import json
 import os
+import signal
+import threading
+import zipfile
 
 import torch
 
 import utils
-from utils import Diverged, Interrupted, UsageError
+
+try:
+    import fcntl                     # POSIX: the folder lock; Windows runs without one
+except ImportError:
+    fcntl = None
+from utils import Diverged, Interrupted, Terminated, UsageError, WriteFailed
 
 FORMAT = "custom-resnet-cifar10 checkpoint v1"
 STATE = ("epoch", "step", "history", "lr_min", "lr_max", "lr_source", "lr_range_test")   # a run's counters
+# A checkpoint's entries and their types ("average" is absent from checkpoints made before
+# --ema-epochs existed: it then means None).
+ENTRIES = {"model": dict, "optimizer": dict, "scaler": dict, "rng": dict, "loader_epoch": int, "config": dict,
+           "epoch": int, "step": int, "history": list, "lr_min": (int, float), "lr_max": (int, float),
+           "lr_source": str, "lr_range_test": (dict, type(None)), "average": (dict, type(None))}
+RUN_FILES = ("metrics.json", "checkpoint.pt", "model.pt", "images.pt", "README.md", "curves.png",
+             "lr_range_test.png", "lr_schedule.png", "confusion.png", "misclassified.png", "gradcam.png")
+LOCK = ".run.lock"
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading files back
+# Reading files back, verified
+
+def check_archive(path, label, advice):
+    """A torch file is a zip archive whose members carry CRC-32 checksums, which torch.load does
+    not check: a flipped bit would load as a wrong weight. UsageError naming the damaged member."""
+    if not zipfile.is_zipfile(path):
+        return                               # not an archive: torch.load says what it is
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()          # reads every member and checks its CRC-32
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise UsageError(f"{label}: a damaged file ({utils.first_line(e)}); {advice}") from None
+    if bad is not None:
+        raise UsageError(f"{label}: a damaged file (the checksum of {bad} does not match: a flipped bit or a "
+                         f"broken copy); {advice}")
+
+
+def first_non_finite(named_tensors) -> str:
+    """The name of the first floating-point tensor holding NaN or inf, or "" when all are finite.
+    named_tensors: {name: tensor} or nested dicts of them (an optimizer's state)."""
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point():
+                flat[prefix] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+    walk("", named_tensors)
+    if not flat:
+        return ""
+    finite = torch.stack([torch.isfinite(t).all().to("cpu") for t in flat.values()])    # one sync, not one a tensor
+    return "" if bool(finite.all()) else list(flat)[int((~finite).nonzero()[0])]
+
 
 def read_checkpoint(path) -> dict:
-    """The checkpoint.pt at `path` (tensors and plain containers only: torch.load with
-    weights_only=True, so nothing in it can run code); UsageError when it is not one."""
-    ckpt = utils.load_torch_file(path, f"--resume {path}", "checkpoint",
-                                 "give the checkpoint.pt of an earlier run")
+    """The checkpoint.pt at `path`, verified: its archive's checksums, then (torch.load with
+    weights_only=True, so nothing in it can run code) its format, every entry and its type, every
+    weight, statistic and momentum finite, and counters that agree. UsageError saying what is wrong."""
+    label, advice = f"--resume {path}", "give the checkpoint.pt of an earlier run"
+    if os.path.isfile(path):
+        check_archive(path, label, advice)
+    ckpt = utils.load_torch_file(path, label, "checkpoint", advice)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UsageError(f"--resume {path}: not a checkpoint of this trainer (expected a "
+        raise UsageError(f"{label}: not a checkpoint of this trainer (expected a "
                          f"checkpoint.pt written by train.py). To load bare weights, use model.pt.")
+    for key, kind in ENTRIES.items():
+        if key == "average" and key not in ckpt:
+            continue
+        if key not in ckpt:
+            raise UsageError(f"{label}: a malformed checkpoint (no entry {key!r}); {advice}")
+        if not isinstance(ckpt[key], kind) or (kind is int and isinstance(ckpt[key], bool)):
+            raise UsageError(f"{label}: a malformed checkpoint ({key!r} is a {type(ckpt[key]).__name__}); {advice}")
+    if not isinstance(ckpt["rng"].get("torch"), torch.Tensor) or "state" not in ckpt["optimizer"]:
+        raise UsageError(f"{label}: a malformed checkpoint (its random state or optimizer state is missing); {advice}")
+    bad = first_non_finite({"model": ckpt["model"], "average": ckpt.get("average") or {},
+                            "optimizer": ckpt["optimizer"]["state"]})
+    if bad:
+        raise UsageError(f"{label}: the checkpoint holds non-finite values ({bad} has NaN or inf), so it cannot "
+                         "be resumed; resume from an earlier copy, or start again with lower LRs")
+    epochs = [h.get("epoch") if isinstance(h, dict) else None for h in ckpt["history"]]
+    if epochs != list(range(1, ckpt["epoch"] + 1)) or ckpt["loader_epoch"] != ckpt["epoch"]:
+        raise UsageError(f"{label}: its counters disagree (epoch {ckpt['epoch']}, {len(epochs)} epochs of history, "
+                         f"loader pass {ckpt['loader_epoch']}): an altered checkpoint; {advice}")
     return ckpt
 
 
 def read_weights(path, use) -> dict:
-    """The state_dict in a model.pt (weights_only=True); UsageError saying `use` (what to give
-    instead) when it is a checkpoint or not a dict of tensors."""
+    """The state_dict in a model.pt, verified like a checkpoint (checksums, weights_only, every
+    value finite); UsageError saying `use` (what to give instead) otherwise."""
+    if os.path.isfile(path):
+        check_archive(path, path, use)
     state = utils.load_torch_file(path, path, "weights file", use)
     if isinstance(state, dict) and state.get("format") == FORMAT:
         beside = os.path.join(os.path.dirname(path), "model.pt")
@@ -45,15 +120,21 @@ def read_weights(path, use) -> dict:
                          f"weights written beside it: {beside}")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f"{path}: not a state_dict of weights; {use}")
+    bad = first_non_finite(state)
+    if bad:
+        raise UsageError(f"{path}: broken weights ({bad} holds NaN or inf): they cannot classify; {use}")
     return state
 
 
 def restore(ckpt, learner, loader, path):
     """Continue where the checkpoint stopped: its weights, optimizer, weight average and grad
     scaler into `learner` (its load_state_dict), the random state the run draws from, and the
-    training loader's pass counter. UsageError naming the width when the weights do not fit."""
+    training loader's pass counter. UsageError when they do not fit this run."""
+    if ckpt["step"] != ckpt["epoch"] * len(loader):
+        raise UsageError(f"--resume {path}: its step counter ({ckpt['step']}) is not its epoch ({ckpt['epoch']}) "
+                         f"times the {len(loader)} steps of an epoch: an altered checkpoint, or other data")
     try:
-        learner.load_state_dict(ckpt)
+        learner.load_state_dict({**ckpt, "average": ckpt.get("average")})
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"--resume {path}: the weights do not fit CustomResNet(width="
                          f"{ckpt['config'].get('width')}) ({str(e).splitlines()[0][:200]}).") from None
@@ -63,45 +144,158 @@ def restore(ckpt, learner, loader, path):
 
 
 # ----------------------------------------------------------------------------------------------
+# The folder of a run: one run at a time, never another's files overwritten
+
+def holds_run(out_dir) -> str:
+    """What run the folder holds, in words ("" for none): a checkpoint, weights, or a record with
+    at least one epoch. A record of a run that finished no epoch holds nothing to lose."""
+    record = {}
+    try:
+        with open(os.path.join(out_dir, "metrics.json")) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        pass
+    record = record if isinstance(record, dict) else {}
+    files = [f for f in ("checkpoint.pt", "model.pt") if os.path.exists(os.path.join(out_dir, f))]
+    history = record.get("history") if isinstance(record.get("history"), list) else []
+    if not files and not history:
+        return ""
+    status = record.get("status", "unknown")
+    if status == "complete" and isinstance(record.get("test_accuracy"), (int, float)):
+        split = (record.get("data") or {}).get("eval_split", "test")
+        return f"a complete run: {record['test_accuracy']:.2f}% {split} accuracy after {len(history)} epochs"
+    return f"a run that is {status} after epoch {len(history)}" if history else f"a run's {' and '.join(files)}"
+
+
+class _FolderLock:
+    """An exclusive lock on out_dir/.run.lock (fcntl.flock, released by the system if the process
+    dies), holding the owner's process id. Where fcntl is missing, no lock."""
+
+    def __init__(self, out_dir):
+        self.path, self.file = os.path.join(out_dir, LOCK), None
+
+    def acquire(self):
+        if fcntl is None:
+            return
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            owner = f.read().strip() or "unknown"
+            f.close()
+            raise UsageError(f"another run is writing to {os.path.dirname(self.path)} (process {owner}): wait for "
+                             "it to end, or give this one another --out-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self.file = f
+
+    def release(self):
+        if self.file is not None:
+            try:
+                os.remove(self.path)
+            except OSError:
+                pass
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+
+class _SigTerm(KeyboardInterrupt):
+    """SIGTERM (a notebook's interrupt, a job scheduler's stop), raised as Ctrl-C's exception is."""
+
+
+# ----------------------------------------------------------------------------------------------
 # A run's record and files
 
 class Run:
     """The record of one run (what metrics.json holds) and the files of its folder.
 
-    about: the record's fixed part ({"config", "runtime", "code", "data"}); ckpt: the checkpoint
-    a resumed run continues from, or None. The counters `epoch` and `step` and the record's
-    history, LRs and range test continue from the checkpoint's.
+    cfg: the run's train.Config; ckpt: the checkpoint a resumed run continues from, or None. The
+    counters `epoch` and `step` and the record's history, LRs and range test continue from the
+    checkpoint's. Entering claims cfg.out_dir: it is locked for this run, and a folder holding
+    another run is refused unless cfg.overwrite (then that run's files are removed).
     """
 
-    def __init__(self, out_dir, about: dict, ckpt=None, resume_path=None):
-        self.out_dir = out_dir
-        self.paths = {k: os.path.join(out_dir, k) for k in ("metrics.json", "checkpoint.pt", "model.pt")}
-        self.record = {"status": "running", **about, "history": [], "timings": {}}
-        self.epoch, self.step = 0, 0
+    def __init__(self, cfg, ckpt=None):
+        self.cfg, self.out_dir = cfg, cfg.out_dir
+        self.paths = {k: os.path.join(self.out_dir, k) for k in ("metrics.json", "checkpoint.pt", "model.pt")}
+        self.record = {"status": "running", "config": dataclasses.asdict(cfg), "runtime": None,
+                       "code": utils.code_version(), "data": None, "history": [], "timings": {}}
+        self.epoch, self.step, self.ckpt = 0, 0, ckpt
         self.saved = (0, None)                        # the last checkpoint on disk: (epoch, path)
         if ckpt is not None:
             self.epoch, self.step = ckpt["epoch"], ckpt["step"]
             self.record.update({k: ckpt[k] for k in STATE[2:]})
-            self.saved = (ckpt["epoch"], resume_path)
+            self.saved = (ckpt["epoch"], cfg.resume)
+            self._add_up_timings()
+        self._lock, self._sigterm = _FolderLock(self.out_dir), None
 
     def __enter__(self):
+        utils.ensure_writable_dir(self.out_dir)
+        self._lock.acquire()
+        try:
+            self._claim()
+        except BaseException:
+            self._lock.release()
+            raise
+        if threading.current_thread() is threading.main_thread():     # signal handlers live there
+            self._sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         return self
 
+    @staticmethod
+    def _on_sigterm(signum, frame):
+        raise _SigTerm()
+
+    def _claim(self):
+        """A new run (or a resumed one written elsewhere) never lands on another run's files."""
+        resumed_here = self.ckpt is not None and os.path.samefile(os.path.dirname(os.path.abspath(self.cfg.resume)),
+                                                                  self.out_dir)
+        held = "" if resumed_here else holds_run(self.out_dir)
+        if not held:
+            return
+        if not self.cfg.overwrite:
+            go_on = ("" if held.startswith("a complete") else
+                     f"to continue it, --resume {self.paths['checkpoint.pt']}; ")
+            raise UsageError(f"{self.out_dir} already holds {held}. Nothing was changed: {go_on}to keep it, give this "
+                             "run another --out-dir; to replace it, add --overwrite (overwrite=True)")
+        for name in RUN_FILES:
+            path = os.path.join(self.out_dir, name)
+            if os.path.exists(path):
+                os.remove(path)
+        print(f"--overwrite: removed {held} from {self.out_dir}")
+
     def __exit__(self, kind, error, traceback):
-        """Ctrl-C anywhere in the run: metrics.json keeps what the checkpoint holds, marked
-        "interrupted", and one line says how to resume. A CUDA out-of-memory error names a
-        smaller batch."""
-        if kind is not None and issubclass(kind, KeyboardInterrupt):
+        """A run that stops early says so in metrics.json and in one line: Ctrl-C and SIGTERM
+        (metrics.json "interrupted"), a failed write ("failed"), a CUDA out-of-memory error."""
+        if self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
+        self._lock.release()
+        if kind is None:
+            return False
+        if issubclass(kind, KeyboardInterrupt):
             self._stop("interrupted")
-            raise Interrupted(f"interrupted; {self.where_to_resume()}") from None
-        if kind is not None and issubclass(kind, torch.cuda.OutOfMemoryError):
-            batch = self.record["config"]["batch_size"]
-            raise UsageError(f"out of memory on {self.record['runtime']['device']} at batch size {batch}: try "
-                             f"--batch-size {max(1, batch // 2)} (or a smaller --eval-batch-size if it "
-                             "failed while evaluating)") from None
+            stop = Terminated if issubclass(kind, _SigTerm) else Interrupted
+            raise stop(f"interrupted; {self.where_to_resume()}") from None
+        if issubclass(kind, torch.cuda.OutOfMemoryError):
+            batch = self.cfg.batch_size
+            raise UsageError(f"out of memory on {(self.record['runtime'] or {}).get('device')} at batch size {batch}: "
+                             f"try --batch-size {max(1, batch // 2)} (or a smaller --eval-batch-size if it failed "
+                             "while evaluating)") from None
+        if issubclass(kind, OSError):
+            what = f"could not write {error.filename or self.out_dir} ({error.strerror or utils.first_line(error)})"
+            self.record["failure"] = what
+            self._stop("failed")
+            raise WriteFailed(f"{what}; {self.where_to_resume(kept='intact')}") from None
         return False
 
-    # ----- the LRs and the schedule ----------------------------------------------------------
+    # ----- what the run is -------------------------------------------------------------------
+    def describe(self, runtime, data):
+        """The record's description of the hardware and the data (their places in it are kept)."""
+        self.record.update(runtime=runtime, data=data)
+
     def set_lrs(self, lr_min, lr_max, source, range_test):
         """LRMIN and LRMAX as given or found (range_test: the RangeTestResult's dict, or None)."""
         self.record.update(lr_min=lr_min, lr_max=lr_max, lr_source=source, lr_range_test=range_test)
@@ -122,11 +316,7 @@ class Run:
         steps_per_epoch = len(loader)
         self.epoch, self.step = entry["epoch"], self.step + steps_per_epoch
         self.record["history"].append(entry)
-        h = self.record["history"]
-        train_s = sum(e["train_seconds"] for e in h)
-        images = len(h) * steps_per_epoch * self.record["config"]["batch_size"]
-        self.record["timings"].update(train_seconds=train_s, eval_seconds=sum(e["eval_seconds"] for e in h),
-                                      images_per_second=images / train_s if train_s else None)
+        self._add_up_timings()
         payload = {"format": FORMAT, **learner.state_dict(),
                    # The CPU generator is the only one a run draws from (DeviceLoader's draws too).
                    "rng": {"torch": torch.get_rng_state()}, "loader_epoch": loader.epoch,
@@ -135,6 +325,14 @@ class Run:
         utils.atomic_torch_save(payload, self.paths["checkpoint.pt"])
         self.saved = (self.epoch, self.paths["checkpoint.pt"])
         self.write()
+
+    def _add_up_timings(self):
+        """The record's training and evaluation seconds: the sums of its epochs'."""
+        h = self.record["history"]
+        train_s = sum(e["train_seconds"] for e in h)
+        images = self.step * self.record["config"]["batch_size"]
+        self.record["timings"].update(train_seconds=train_s, eval_seconds=sum(e["eval_seconds"] for e in h),
+                                      images_per_second=images / train_s if train_s else None)
 
     def diverged(self, what) -> Diverged:
         """The run's end when the loss or the weights became non-finite: metrics.json says
@@ -145,7 +343,7 @@ class Run:
         return Diverged(f"{what}; training stopped and {kept}. Lower --lr-max (or --lr-min), or check the data.")
 
     # ----- the end ---------------------------------------------------------------------------
-    def finish(self, weights, total_seconds=None):
+    def finish(self, weights):
         """The run is complete: its weights (a state_dict, copied to the CPU so that weights
         trained on a GPU load on a laptop) to model.pt, the final accuracy into the record."""
         final = self.record["history"][-1]
@@ -155,14 +353,19 @@ class Run:
     def write(self):
         utils.atomic_write_json(self.record, self.paths["metrics.json"])
 
-    def where_to_resume(self) -> str:
+    def where_to_resume(self, kept="complete") -> str:
         epoch, path = self.saved
         if not epoch:
             return "no epoch had finished, so there is nothing to resume; start again"
-        return (f"the last complete checkpoint (epoch {epoch}) is {path}; continue with: "
+        return (f"the last {kept} checkpoint (epoch {epoch}) is {path}; continue with: "
                 f"python train.py --resume {path}")
 
     def _stop(self, status):
+        """metrics.json for a run that stopped: `status`, and only the epochs the checkpoint holds
+        (where metrics.json can still be written: a full disk may refuse it too)."""
         self.record["status"] = status
-        self.record["history"] = self.record["history"][:self.saved[0]]      # only what the checkpoint holds
-        self.write()
+        self.record["history"] = self.record["history"][:self.saved[0]]
+        try:
+            self.write()
+        except OSError:
+            pass

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from custom_resnet import CIFAR10_MEAN, CIFAR10_STD, CLASSES   # the network's input and classes
+from checkpoint import check_archive
 from utils import UsageError, atomic_torch_save
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -63,8 +64,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
         ("numpy", "ndarray"): lambda: np.ndarray,
         ("numpy", "dtype"): lambda: np.dtype,
-        # Python 3 writes bytes as _codecs.encode(str, "latin1") in pickle protocols < 3.
+        # Python 3 writes bytes as _codecs.encode(str, "latin1") in pickle protocols < 3, and
+        # empty bytes (an empty array's data) as bytes(): both only make bytes.
         ("_codecs", "encode"): lambda: __import__("codecs").encode,
+        ("__builtin__", "bytes"): lambda: bytes,
+        ("builtins", "bytes"): lambda: bytes,
     }
 
     def find_class(self, module, name):
@@ -111,10 +115,17 @@ def _read_batch_and_label(path):
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise UsageError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), found {desc}")
-    try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"{path}: 'labels' must be a list of integers ({e})") from e
+    if isinstance(labels, np.ndarray):
+        whole = labels.dtype.kind in "iu"
+    else:
+        whole = isinstance(labels, (list, tuple)) and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in labels)
+    if not whole:
+        kinds = sorted({type(v).__name__ for v in labels}) if isinstance(labels, (list, tuple)) else [
+            getattr(labels, "dtype", type(labels).__name__)]
+        raise UsageError(f"{path}: 'labels' must be whole numbers 0..9, found {', '.join(map(str, kinds))}: "
+                         "a float 9.9 would silently become class 9; fix the file or download the data again")
+    labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (data.shape[0],):
         raise UsageError(f"{path}: {data.shape[0]} images but labels of shape {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
@@ -183,24 +194,14 @@ def download_cifar10(root):
 def load_cifar10(root="./data", download=True, cache=True) -> Cifar10:
     """CIFAR-10 from `root/cifar-10-batches-py` as uint8 tensors, downloading it if allowed.
 
-    The decoded tensors are cached in `root/cifar10_uint8.pt` (read back with weights_only=True,
-    so the cache can hold only tensors). Counts are not fixed: smaller files in the same format
-    load too. Raises UsageError with what to do when the data is missing or broken.
+    The decoded tensors are cached in `root/cifar10_uint8.pt` with the size and modification time
+    of every batch file they came from; the cache is used only when it is whole (its archive's
+    checksums), valid as the batch files are (shapes, dtypes, labels 0..9) and made from the very
+    files now in the folder; else it is rebuilt. Read with weights_only=True, so it can hold only
+    tensors. Counts are not fixed: smaller files in the same format load too. Raises UsageError
+    with what to do when the data is missing or broken.
     """
     root = os.path.expanduser(str(root))
-    cache_path = os.path.join(root, CACHE_NAME)
-    if cache and os.path.exists(cache_path):
-        try:
-            d = torch.load(cache_path, map_location="cpu", weights_only=True)
-            return Cifar10(d["train_images"], d["train_labels"], d["test_images"], d["test_labels"],
-                           tuple(d["classes"]), d["eval_split"])
-        except KeyError:
-            pass                          # an earlier version's cache: rebuilt below (kept if the files are gone)
-        except Exception:
-            try:
-                os.remove(cache_path)     # a broken cache is only a cache: rebuild it from the files
-            except OSError:
-                pass
     folder = os.path.join(root, CIFAR10_FOLDER)
     paths = [os.path.join(folder, name) for name in TRAIN_FILES + TEST_FILES]
     missing = [p for p in paths if not os.path.exists(p)]
@@ -214,16 +215,56 @@ def load_cifar10(root="./data", download=True, cache=True) -> Cifar10:
             f"(first: {os.path.basename(missing[0])}). Allow the download (download=True, the "
             f"default) with internet access, or put the folder '{CIFAR10_FOLDER}' from "
             f"cifar-10-python.tar.gz into {root}, or run offline with --synthetic.")
+    files = fingerprint(folder)
+    cache_path = os.path.join(root, CACHE_NAME)
+    cached = read_cache(cache_path, files) if cache else None
+    if cached is not None:
+        return cached
     train = [read_batch(p) for p in paths[:len(TRAIN_FILES)]]
     test_x, test_y, test_label = _read_batch_and_label(paths[-1])
+    if len(test_y) == 0:
+        raise UsageError(f"{paths[-1]} holds no images: there is nothing to evaluate on. Put the 10,000 test "
+                         "images there (the official test_batch), or a validation split of the training images")
     data = Cifar10(torch.cat([x for x, _ in train]), torch.cat([y for _, y in train]),
                    test_x, test_y, _read_classes(folder), eval_split_name(test_label))
     if cache:
         try:                              # atomic: a half-written cache is never read
-            atomic_torch_save({**data._asdict(), "classes": list(data.classes)}, cache_path)
-        except (OSError, RuntimeError):   # a read-only data folder only costs the cache
+            atomic_torch_save({**data._asdict(), "classes": list(data.classes), "files": files}, cache_path)
+        except OSError:                   # a read-only data folder only costs the cache
             pass
     return data
+
+
+def fingerprint(folder) -> dict:
+    """{file name: [size in bytes, modification time in ns]} of the batch files and batches.meta:
+    what ties a cache to the files it was built from."""
+    names = TRAIN_FILES + TEST_FILES + ["batches.meta"]
+    stats = {n: os.stat(os.path.join(folder, n)) for n in names if os.path.exists(os.path.join(folder, n))}
+    return {n: [st.st_size, st.st_mtime_ns] for n, st in stats.items()}
+
+
+def read_cache(path, files):
+    """The cached Cifar10 at `path`, or None when it is missing, damaged, malformed or made from
+    other files than `files` (see fingerprint): a cache is only a shortcut, never trusted over the
+    batch files."""
+    if not os.path.exists(path):
+        return None
+    try:
+        check_archive(path, path, "")
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        ok = (isinstance(d, dict) and d.get("files") == files and d.get("eval_split") in ("test", "validation")
+              and isinstance(d.get("classes"), list) and len(d["classes"]) == 10
+              and all(isinstance(c, str) for c in d["classes"]))
+        for x, y in ((d["train_images"], d["train_labels"]), (d["test_images"], d["test_labels"])) if ok else ():
+            ok = ok and (x.dtype == torch.uint8 and x.dim() == 4 and tuple(x.shape[1:]) == (3, 32, 32)
+                         and y.dtype == torch.int64 and y.shape == (len(x),)
+                         and (not len(y) or (int(y.min()) >= 0 and int(y.max()) <= 9)))
+        if not ok or not len(d["test_labels"]):
+            return None
+        return Cifar10(d["train_images"], d["train_labels"], d["test_images"], d["test_labels"],
+                       tuple(d["classes"]), d["eval_split"])
+    except Exception:                      # damaged, truncated, not a torch file: rebuild it
+        return None
 
 
 def synthetic_cifar10(n_train=2560, n_test=1000, seed=0, noise=0.35) -> Cifar10:

@@ -44,9 +44,10 @@ suggests a minimum a factor of about 10-20 below the maximum for a single cycle 
 factor matters. Both were chosen on measurements, given with their data in docs/lr-rule.md.
 The smoothed loss is an exponential moving average (`RangeTestResult.smoothed`), so it lags
 the raw loss; its first minimum sits where the raw loss has stopped falling.
-Warnings land in `note`: a minimum at the first point means the loss never fell (lower
-start_lr); a minimum at the last point of a completed test means the loss was still falling
-at end_lr (raise end_lr).
+Warnings land in `note`: a loss that stayed flat means nothing trained (check the data, the
+labels, the loss); a minimum at the first point means the loss never fell (lower start_lr); a
+minimum at the last point of a completed test means the loss was still falling at end_lr (raise
+end_lr).
 
 ## How it differs from torch-lr-finder 0.2.2 (github.com/davidtvs/pytorch-lr-finder)
 - It stops on the first non-finite loss and never records it. There the divergence test is
@@ -74,6 +75,7 @@ END_LR = 10.0       # last LR (the test usually stops earlier, once the loss div
 BACKOFF = 2.0       # LRMAX = LR at the first minimum / BACKOFF
 MIN_FACTOR = 20.0   # LRMIN = LRMAX / MIN_FACTOR
 RISE = 0.05         # the smoothed loss "turns up" once it is 5% above its lowest value so far
+FLAT = 0.01         # a test whose smoothed loss never leaves a band of 1% of its start learned nothing
 
 
 # ----------------------------------------------------------------------------- result
@@ -144,7 +146,11 @@ def pick_lrs(lrs, smoothed, *, backoff=BACKOFF, min_factor=MIN_FACTOR, rise=RISE
     rule = (f"LRMAX = LR at the minimum of the smoothed loss before it first rises {100 * rise:g}% "
             f"({lrs[i_min]:.3g}) / {backoff:g}; LRMIN = LRMAX / {min_factor:g}")
     last = len(lrs) - 1
-    if last == 0:
+    if last > 0 and max(smoothed) - min(smoothed) <= FLAT * abs(smoothed[0]):
+        note = (f"the loss stayed flat (within {100 * FLAT:g}% of its start from LR {lrs[0]:.3g} to {lrs[-1]:.3g}): "
+                "nothing trained the model, so LRMAX is a guess; check that the labels belong to the images "
+                "and that the loss reaches the weights, then raise end_lr or give the LRs by hand")
+    elif last == 0:
         note = "only one finite loss was recorded: LRMAX is a guess; lower start_lr"
     elif i_min == 0:
         note = "the loss never fell: lower start_lr"

@@ -98,13 +98,52 @@ def read_image(path):
     try:
         with Image.open(path) as im:
             im.load()                                  # decode now: a truncated file fails here
+            if im.format == "PNG" and not png_rows_complete(path):
+                raise UsageError(f"{path}: the PNG's pixel data stops early (Pillow would fill the missing rows "
+                                 "with black); give the whole file")
             return ImageOps.exif_transpose(im)         # phone photos are often stored sideways
+    except UsageError:
+        raise
     except UnidentifiedImageError:
         raise UsageError(f"{path}: not an image file Pillow can read; give a PNG or a JPEG") from None
     except OSError as e:
         raise UsageError(f"{path}: cannot read the image ({e.strerror or utils.first_line(e)})") from None
     except Exception as e:                             # e.g. Pillow's DecompressionBombError
         raise UsageError(f"{path}: cannot read the image ({type(e).__name__}: {utils.first_line(e)})") from None
+
+
+def png_rows_complete(path) -> bool:
+    """Whether a PNG's compressed pixel data (its IDAT chunks) holds every row its header
+    announces. Pillow decodes a PNG whose data ends early, but complete as a zlib stream, by
+    filling the missing rows with zeros, without a word; this counts the bytes instead."""
+    import struct
+    import zlib
+    with open(path, "rb") as f:
+        blob = f.read()
+    pos, idat, header = 8, [], None
+    while pos + 8 <= len(blob):
+        length, kind = struct.unpack(">I4s", blob[pos:pos + 8])
+        body = blob[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            idat.append(body)
+        pos += 12 + length
+    if header is None:
+        return False
+    width, height, depth, colour, _, _, interlace = header
+    bits = depth * {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)                    # per pixel
+    passes = ([(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+              if interlace else [(0, 0, 1, 1)])                                        # Adam7, or one pass
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w > 0 and h > 0:
+            expected += h * (1 + -(-w * bits // 8))                                     # a filter byte a row
+    try:
+        return len(zlib.decompress(b"".join(idat))) >= expected
+    except zlib.error:
+        return False
 
 
 def to_rgb(im):
@@ -260,6 +299,10 @@ def predict(model, images, *, tta=False, fit="crop", top=3, precision="auto", ba
         raise UsageError(f"top must be between 1 and 10, got {top}")
     pictures, names, notes = load_images(images, fit)
     out = logits(model, pictures, _runtime(model, precision), tta, batch_size)    # (N, 10)
+    broken = [names[i] for i in range(len(names)) if not torch.isfinite(out[i]).all()]
+    if broken:
+        raise UsageError(f"the model's scores for {broken[0]} are not finite (NaN or inf): its weights are broken; "
+                         "use the model.pt of a run that finished")
     probs = out.softmax(-1)
     result = []
     for i in range(len(names)):

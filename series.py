@@ -245,8 +245,14 @@ def earlier_run(folder, cfg):
     path = os.path.join(folder, "metrics.json")
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        record = json.load(f)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict) or "status" not in record:
+            raise ValueError("no status or config")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not a readable record of a run ({utils.first_line(e)}): delete {folder} to run "
+                         "that seed again, or give another --out-dir") from None
     clash = cfg.differs_from(record["config"])
     if clash:
         k, have, want = clash
@@ -269,6 +275,7 @@ def run_in_series(main, cfg, record, finished):
         print(f"this run diverged and counts as a failure of the recipe: {e}")
         with open(os.path.join(cfg.out_dir, "metrics.json")) as f:
             return json.load(f)
-    except (Interrupted, KeyboardInterrupt):
-        raise Interrupted(f"interrupted; {finished} runs of the series were finished and are kept. Run the "
-                          "same command again to continue (this run from its last checkpoint, if it has one)") from None
+    except (Interrupted, KeyboardInterrupt) as e:
+        stop = type(e) if isinstance(e, Interrupted) else Interrupted          # SIGTERM keeps its status
+        raise stop(f"interrupted; {finished} runs of the series were finished and are kept. Run the same "
+                   "command again to continue (this run from its last checkpoint, if it has one)") from None

@@ -28,7 +28,7 @@ from utils import Interrupted, UsageError
 
 # Settings that a resumed run may change; every other one must match the checkpoint's.
 RESUME_FREE = {"data_dir", "out_dir", "download", "resume", "device", "precision", "compile",
-               "eval_batch_size", "log_every", "plots", "progress", "gradcam_layer", "misclassified"}
+               "eval_batch_size", "log_every", "plots", "progress", "gradcam_layer", "misclassified", "overwrite"}
 GRADCAM_MIN_SIZE = 5     # the course's graders refuse Grad-CAM from a channel under 5x5 pixels
 DESCRIPTION = ("Train the custom ResNet on CIFAR-10: LR range test, one-cycle SGD, evaluation after every "
                "epoch on the data folder's test_batch, plots, a report, checkpoints.")
@@ -139,11 +139,11 @@ class Settings:
     def keywords(self) -> dict:
         """The settings that differ from the defaults, as keywords of main(): with the defaults,
         the run they describe. peak_epoch counts only where it is not the recipe's 5/24 of the
-        epochs; resume never (a resumed run continues the run these keywords describe)."""
+        epochs; resume and overwrite never (they say where a run starts, not what it is)."""
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if f.name == "resume" or (f.name == "peak_epoch" and v == self.epochs * 5 / 24):
+            if f.name in ("resume", "overwrite") or (f.name == "peak_epoch" and v == self.epochs * 5 / 24):
                 continue
             if v != f.default:
                 out[f.name] = v
@@ -255,7 +255,8 @@ def validate(cfg):
     need(cfg.width >= 1, f"width must be at least 1, got {cfg.width}")
     need(cfg.subset >= 0, f"subset must be 0 (all) or positive, got {cfg.subset}")
     need(cfg.synthetic_train >= 1 and cfg.synthetic_test >= 1, "synthetic sizes must be positive")
-    need(cfg.momentum >= 0, f"momentum must be at least 0, got {cfg.momentum}")
+    need(0 <= cfg.momentum < 1, f"momentum must lie in [0, 1), got {cfg.momentum}: at 1 or more the steps never "
+         "fade and training diverges (the recipe uses 0.9)")
     need(cfg.momentum > 0 or not cfg.nesterov, "Nesterov momentum needs momentum > 0: give --momentum "
          "above 0, or --no-nesterov")
     need(cfg.weight_decay >= 0, f"weight_decay must be at least 0, got {cfg.weight_decay}")

@@ -99,6 +99,8 @@ class Config(settings.Settings):
                            group="output and reports")
     resume: str = setting("", "path of a checkpoint.pt to continue from, exactly where it stopped",
                           "none, a new run")
+    overwrite: bool = setting(False, "start over in an out_dir that holds a run, removing that run's files "
+                              "(without it, such a folder is refused and nothing in it changes)")
     tta: bool = setting(False, "flip test-time augmentation: evaluate on the mean of the logits of each "
                         "image and its mirror image (off in the specification's recipe)")
     misclassified: int = setting(10, "misclassified held-out images shown (the most confident mistakes), each "
@@ -361,21 +363,19 @@ def compile_now(learner: Learner, batch, test_loader) -> float:
 def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
     """One run of the recipe (continued from `ckpt`, a checkpoint, when given); returns its record."""
     t_start = time.perf_counter()
-    utils.ensure_writable_dir(cfg.out_dir)
-    rt = utils.pick_runtime(cfg.device, cfg.precision)
-    data = load_data(cfg)
-    about = {"config": dataclasses.asdict(cfg), "runtime": rt.describe(), "code": utils.code_version(),
-             "data": {"source": "synthetic" if cfg.synthetic else "cifar10", "train_images": len(data.train_labels),
-                      "test_images": len(data.test_labels),
-                      # "validation" when test_batch is a split of the training images (data.py): then
-                      # every "test" key of the record holds validation figures
-                      "eval_split": data.eval_split}}
-    hw, split = about["runtime"], data.eval_split
-    print(f"device {rt.device} ({hw.get('gpu', hw['cpu'])}), precision {rt.precision}; {len(data.train_labels):,} "
-          f"training and {len(data.test_labels):,} {split} images" + (" (synthetic)" if cfg.synthetic else ""))
-    for warning in settings.warnings(cfg):
-        print(warning)
-    with checkpoint.Run(cfg.out_dir, about, ckpt, cfg.resume) as run:
+    with checkpoint.Run(cfg, ckpt) as run:         # out_dir is this run's alone until it ends
+        rt = utils.pick_runtime(cfg.device, cfg.precision)
+        data = load_data(cfg)
+        split = data.eval_split                    # "test", or "validation": a split of training images
+        run.describe(rt.describe(), {"source": "synthetic" if cfg.synthetic else "cifar10",
+                                     "train_images": len(data.train_labels), "test_images": len(data.test_labels),
+                                     "eval_split": split})
+        print(f"device {rt.device} ({run.record['runtime'].get('gpu', run.record['runtime']['cpu'])}), precision "
+              f"{rt.precision}; {len(data.train_labels):,} training and {len(data.test_labels):,} {split} images"
+              + (" (synthetic)" if cfg.synthetic else ""))
+        for warning in settings.warnings(cfg):
+            print(warning)
+
         # The data on the device: training batches augmented there, the held-out images in order.
         train_loader = cifar.DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, train=True,
                                           device=rt.device, seed=cfg.seed, pad_mode=cfg.pad_mode,
@@ -415,11 +415,13 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
             timer.start()
             ev = evaluate(learner.evaluated, test_loader, rt, cfg.tta)
             eval_seconds = timer.stop()
-            if not math.isfinite(ev["loss"]):
+            broken = checkpoint.first_non_finite(learner.state_dict())      # weights, statistics, momentum
+            if broken or not math.isfinite(ev["loss"]):
                 # The last update of the epoch broke the weights (the training loss of a step is
                 # measured before its update): never checkpoint them.
-                raise run.diverged(f"the weights became non-finite in epoch {epoch} ({split} loss {ev['loss']}; "
-                                   f"LR at the last step {lr_at(run.step + steps_per_epoch - 1):.4g})")
+                raise run.diverged(f"the weights became non-finite in epoch {epoch} ({broken or 'a weight'} holds "
+                                   f"NaN or inf; {split} loss {ev['loss']:.4g}; LR at the last step "
+                                   f"{lr_at(run.step + steps_per_epoch - 1):.4g})")
             test_acc = 100 * ev["correct"] / ev["n"]
             print(f"{split.capitalize()} set: Average loss: {ev['loss']:.4f}, Accuracy: {ev['correct']}/{ev['n']} "
                   f"({test_acc:.2f}%)" + (" with flip TTA" if cfg.tta else ""))

@@ -1,5 +1,6 @@
 """The machinery every module shares: errors, device and precision, provenance, atomic files."""
 import contextlib
+import io
 import json
 import os
 import platform
@@ -28,9 +29,20 @@ class Interrupted(UsageError):
     exit_code = 130      # the shell's convention for "stopped by SIGINT": 128 + 2
 
 
+class Terminated(Interrupted):
+    """SIGTERM during a run (a notebook's stop, a job scheduler): handled as Ctrl-C is."""
+    exit_code = 143      # 128 + 15, as a shell reports a process ended by SIGTERM
+
+
 class Diverged(UsageError):
     """The loss or the weights became non-finite: training stopped before saving them."""
     exit_code = 3
+
+
+class WriteFailed(UsageError):
+    """A file of the run could not be written (disk full, size limit, folder gone): the last
+    checkpoint is intact and the message says how to resume."""
+    exit_code = 4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,7 +209,10 @@ def atomic_write(path, write):
     one, never half of one. The temporary file is made in path's own folder (os.replace is
     atomic only within one file system) and removed if anything fails."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
+    except OSError as e:                                         # the folder is gone or read-only
+        raise OSError(e.errno, e.strerror or first_line(e), path) from e
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -205,9 +220,11 @@ def atomic_write(path, write):
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename != path:         # name the file meant, not the temporary
+            raise OSError(e.errno, e.strerror or first_line(e), path) from e
         raise
 
 
@@ -233,7 +250,16 @@ def load_torch_file(path, label, what, advice):
 
 
 def atomic_torch_save(obj, path):
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save(obj) to path, whole or not at all. Serialised in memory first: a full disk or a
+    file-size limit then fails in a plain write, an OSError with its errno, where torch's own zip
+    writer would fail with a RuntimeError that does not say why."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+    atomic_write(path, write)
 
 
 def atomic_write_json(obj, path):

@@ -100,23 +100,30 @@ def watch():
 
 
 @contextlib.contextmanager
-def interrupted_at(phase, count, error=KeyboardInterrupt):
-    """Raise `error` (Ctrl-C by default) at the `count`-th forward of `phase` ("train": a
-    training or range-test step, before its update; "eval": an evaluation batch, so the epoch's
-    training is done and its checkpoint not yet written)."""
+def acting_at(phase, count, action):
+    """Call action() at the `count`-th forward of `phase` ("train": a training or range-test step,
+    before its update; "eval": an evaluation batch, so the epoch's training is done and its
+    checkpoint not yet written)."""
     def hook(module, inputs, output):
         if isinstance(module, CustomResNet):
             phase_now = "eval" if torch.is_inference_mode_enabled() else "train" if module.training else "explain"
             if phase_now == phase:
                 seen[0] += 1
                 if seen[0] == count:
-                    raise error() if isinstance(error, type) else error
+                    action()
     seen = [0]
     handle = nn.modules.module.register_module_forward_hook(hook)
     try:
         yield
     finally:
         handle.remove()
+
+
+def interrupted_at(phase, count, error=KeyboardInterrupt):
+    """Raise `error` (Ctrl-C by default) at the `count`-th forward of `phase` (see acting_at)."""
+    def stop():
+        raise error() if isinstance(error, type) else error
+    return acting_at(phase, count, stop)
 
 
 @pytest.fixture

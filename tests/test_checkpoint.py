@@ -92,3 +92,102 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(UsageError, match="do not fit CustomResNet"):
         train.main(resume=str(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# Verified on every read: checksums, entries, finite values, counters
+
+def flip_a_bit_of_the_largest_tensor(path):
+    """Flip one bit in the middle of the data of the archive's largest member (a tensor's bytes,
+    which the member's CRC-32 covers; a bit of padding between members would change nothing)."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    blob = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", blob[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    blob[start + info.file_size // 2] ^= 0x08
+    path.write_bytes(bytes(blob))
+
+
+def files_of(folder):
+    """{name: bytes} of a folder: to see that a refusal changed nothing."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def refused(path, match, capsys):
+    """The checkpoint is refused by main() and by the command line in one line, exit 2, and the
+    folder it lies in is left exactly as it was."""
+    before = files_of(path.parent)
+    with pytest.raises(UsageError, match=match):
+        train.main(resume=str(path))
+    out = subprocess.run([sys.executable, "train.py", "--resume", str(path)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert files_of(path.parent) == before
+
+
+@pytest.fixture
+def a_checkpoint(finished, tmp_path):
+    out, _ = finished
+    (tmp_path / "run").mkdir()
+    path = tmp_path / "run" / "checkpoint.pt"
+    path.write_bytes((out / "checkpoint.pt").read_bytes())
+    return path
+
+
+def test_a_flipped_bit_is_refused_by_the_archives_checksum(a_checkpoint, capsys):
+    flip_a_bit_of_the_largest_tensor(a_checkpoint)
+    refused(a_checkpoint, "a damaged file", capsys)
+
+
+@pytest.mark.parametrize("where", ["model", "average", "momentum"])
+def test_non_finite_weights_or_momentum_are_refused(a_checkpoint, capsys, where):
+    ckpt = torch.load(a_checkpoint, weights_only=True)
+    if where == "model":
+        ckpt["model"]["layer1.conv.bn.running_var"][0] = float("inf")
+    elif where == "average":
+        ckpt["average"] = {k: v.clone() for k, v in ckpt["model"].items()}
+        ckpt["average"]["fc.weight"][0, 0] = float("nan")
+    else:
+        next(iter(ckpt["optimizer"]["state"].values()))["momentum_buffer"][0, 0, 0, 0] = float("nan")
+    torch.save(ckpt, a_checkpoint)
+    refused(a_checkpoint, "holds non-finite values", capsys)
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda c: c.pop("rng"), "no entry 'rng'"),
+    (lambda c: c.update(epoch="1"), "'epoch' is a str"),
+    (lambda c: c.update(history=None), "'history' is a NoneType"),
+    (lambda c: c.update(model=[1, 2]), "'model' is a list"),
+    (lambda c: c.update(rng={}), "its random state or optimizer state is missing"),
+    (lambda c: c.update(epoch=5), "its counters disagree"),              # an old accuracy reported as final
+    (lambda c: c.update(loader_epoch=0), "its counters disagree"),
+    (lambda c: c.update(step=3), "its step counter"),
+])
+def test_a_malformed_or_altered_checkpoint_is_refused_naming_what_is_wrong(a_checkpoint, capsys, change, says):
+    ckpt = torch.load(a_checkpoint, weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, a_checkpoint)
+    refused(a_checkpoint, says, capsys)
+
+
+def test_weights_are_verified_as_checkpoints_are(finished, tmp_path):
+    out, _ = finished
+    weights = torch.load(out / "model.pt", weights_only=True)
+    weights["fc.weight"][0, 0] = float("nan")
+    torch.save(weights, tmp_path / "nan.pt")
+    with pytest.raises(UsageError, match=r"broken weights \(fc.weight holds NaN or inf\)"):
+        checkpoint.read_weights(str(tmp_path / "nan.pt"), "retrain")
+    (tmp_path / "flipped.pt").write_bytes((out / "model.pt").read_bytes())
+    flip_a_bit_of_the_largest_tensor(tmp_path / "flipped.pt")
+    with pytest.raises(UsageError, match="a damaged file"):
+        checkpoint.read_weights(str(tmp_path / "flipped.pt"), "retrain")
+
+
+def test_first_non_finite_names_the_tensor_and_ignores_integers():
+    state = {"a": torch.ones(3), "b": {"c": torch.tensor([1.0, float("inf")])}, "n": torch.tensor(7)}
+    assert checkpoint.first_non_finite(state) == "b.c"
+    assert checkpoint.first_non_finite({"a": torch.ones(2), "n": torch.tensor(3)}) == ""
+    assert checkpoint.first_non_finite({}) == ""

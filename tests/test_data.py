@@ -412,3 +412,108 @@ def test_a_reseeded_loader_shares_the_store_and_has_its_own_draws():
     xa, xb = next(iter(a)), next(iter(b))
     assert not torch.equal(xa[0], xb[0])
     assert torch.equal(next(iter(a.reseeded(2)))[0], xb[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# The cache: a shortcut tied to the files it was built from, never trusted over them
+
+def test_the_cache_is_rebuilt_when_the_batch_files_change(tmp_path):
+    """Other files in the folder (say, real CIFAR-10 put where the JPEG copies were): the next
+    load reads them, not the old cache."""
+    write_cifar_folder(tmp_path, n_per_batch=3, seed=0)
+    first = data.load_cifar10(tmp_path, download=False)
+    assert (tmp_path / data.CACHE_NAME).exists()
+    train_x, _, _, _ = write_cifar_folder(tmp_path, n_per_batch=5, seed=1)         # replaced
+    second = data.load_cifar10(tmp_path, download=False)
+    assert len(second.train_labels) == 25 != len(first.train_labels)
+    assert torch.equal(second.train_images.reshape(-1, 3072), torch.from_numpy(train_x))
+    third = data.load_cifar10(tmp_path, download=False)                            # from the new cache
+    assert torch.equal(third.train_images, second.train_images)
+
+
+def test_a_cache_made_from_these_files_is_used_as_it_is(tmp_path):
+    """The cache, when its fingerprint is that of the files, is what load_cifar10 returns: here a
+    cache written with other (valid) labels is returned, proving the files were not read again."""
+    write_cifar_folder(tmp_path, n_per_batch=3)
+    d = data.load_cifar10(tmp_path, download=False)
+    cache = torch.load(tmp_path / data.CACHE_NAME, weights_only=True)
+    cache["train_labels"] = (cache["train_labels"] + 1) % 10
+    torch.save(cache, tmp_path / data.CACHE_NAME)
+    again = data.load_cifar10(tmp_path, download=False)
+    assert torch.equal(again.train_labels, (d.train_labels + 1) % 10)
+
+
+@pytest.mark.parametrize("spoil", ["bad labels", "wrong shape", "wrong dtype", "no fingerprint", "flipped bit",
+                                   "truncated", "not a dict"])
+def test_a_bad_cache_is_rebuilt_from_the_files_not_trusted(tmp_path, spoil):
+    write_cifar_folder(tmp_path, n_per_batch=3)
+    d = data.load_cifar10(tmp_path, download=False)
+    path = tmp_path / data.CACHE_NAME
+    cache = torch.load(path, weights_only=True)
+    if spoil == "bad labels":
+        cache["test_labels"] = cache["test_labels"] + 20
+    elif spoil == "wrong shape":
+        cache["train_images"] = cache["train_images"][:, :, :16]
+    elif spoil == "wrong dtype":
+        cache["train_images"] = cache["train_images"].float()
+    elif spoil == "no fingerprint":
+        del cache["files"]
+    if spoil == "not a dict":
+        torch.save([1, 2], path)
+    elif spoil in ("flipped bit", "truncated"):
+        blob = bytearray(path.read_bytes())
+        if spoil == "flipped bit":
+            blob[len(blob) // 2] ^= 0x10          # inside the image data: a CRC mismatch
+        path.write_bytes(bytes(blob) if spoil == "flipped bit" else bytes(blob[: len(blob) // 2]))
+    else:
+        torch.save(cache, path)
+    again = data.load_cifar10(tmp_path, download=False)
+    for got, want in zip(again[:4], d[:4]):
+        assert torch.equal(got, want)
+    assert data.read_cache(str(path), data.fingerprint(str(tmp_path / "cifar-10-batches-py"))) is not None   # rewritten
+
+
+def test_without_the_batch_files_the_cache_alone_is_not_enough(tmp_path):
+    write_cifar_folder(tmp_path, n_per_batch=3)
+    data.load_cifar10(tmp_path, download=False)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_2").unlink()
+    with pytest.raises(UsageError, match="CIFAR-10 not found: 1 of the batch files are missing"):
+        data.load_cifar10(tmp_path, download=False)
+    assert (tmp_path / data.CACHE_NAME).exists()                   # not deleted: only not trusted
+
+
+# ----------------------------------------------------------------------------------------------
+# Files that load but make no sense
+
+@pytest.mark.parametrize("labels, says", [([9.9, 1.0, 2.0], "float"), (["cat", "dog", "cat"], "str"),
+                                          ([True, False, True], "bool")])
+def test_labels_that_are_not_whole_numbers_are_refused_naming_the_file(tmp_path, labels, says):
+    write_cifar_folder(tmp_path, n_per_batch=3)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_4"
+    write_batch(path, np.zeros((3, 3072), np.uint8), labels, keys="str")
+    with pytest.raises(UsageError, match=f"data_batch_4: 'labels' must be whole numbers 0..9, found {says}"):
+        data.load_cifar10(tmp_path, download=False, cache=False)
+    path_np = tmp_path / "cifar-10-batches-py" / "data_batch_5"
+    with open(path_np, "wb") as f:
+        pickle.dump({"data": np.zeros((3, 3072), np.uint8), "labels": np.array([1.5, 2.0, 3.0])}, f)
+    write_batch(path, np.zeros((3, 3072), np.uint8), [1, 2, 3], keys="str")
+    with pytest.raises(UsageError, match="data_batch_5: 'labels' must be whole numbers 0..9, found float64"):
+        data.load_cifar10(tmp_path, download=False, cache=False)
+
+
+def test_an_empty_test_batch_is_refused_in_one_line(tmp_path):
+    write_cifar_folder(tmp_path, n_per_batch=3)
+    write_batch(tmp_path / "cifar-10-batches-py" / "test_batch", np.zeros((0, 3072), np.uint8), [], keys="str")
+    with pytest.raises(UsageError, match="test_batch holds no images: there is nothing to evaluate on"):
+        data.load_cifar10(tmp_path, download=False)
+    assert not (tmp_path / data.CACHE_NAME).exists()
+
+
+def test_a_hostile_batches_meta_is_refused_and_runs_nothing(tmp_path):
+    write_cifar_folder(tmp_path, n_per_batch=3)
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "cifar-10-batches-py" / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": _System(f"touch {marker}")}, f, protocol=2)
+    with pytest.raises(UsageError, match="batches.meta: not a readable CIFAR-10 meta file"):
+        data.load_cifar10(tmp_path, download=False)
+    assert not marker.exists()

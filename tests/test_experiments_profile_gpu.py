@@ -34,8 +34,9 @@ def test_a_tiny_profile_on_the_cpu_writes_its_files_and_adds_up(tmp_path):
     assert sum(b["inside_evaluation_seconds"].values()) == pytest.approx(b["seconds"]["evaluation"], rel=1e-9)
     train = b["phases"]["train"]
     assert 0 < train["busy_seconds"] <= train["wall_seconds"] and 0 < train["host_gap_fraction"] < 1
-    # The loop reads three sums at its 8th and last step (log_every 10), and two more at its end.
-    assert on_disk["syncs"]["item_reads_per_step"] == 5 / 8 and on_disk["syncs"]["cuda_per_step"] is None
+    # The loop reads three sums at its first step and at its 8th and last (log_every 10), and two
+    # more at its end.
+    assert on_disk["syncs"]["item_reads_per_step"] == 8 / 8 and on_disk["syncs"]["cuda_per_step"] is None
     # One epoch of 8 steps and one evaluation in 2 batches: 8 convolutions per forward pass.
     calls = {row["name"]: row["calls"] for row in on_disk["top_ops"]}
     assert calls["aten::convolution"] == 8 * (8 + 2) and calls["Optimizer.step#SGD.step"] == 8

@@ -489,3 +489,15 @@ def test_the_default_length_and_smoothing_follow_the_batches():
     assert lr_finder.default_num_iter(list(range(500))) == 100       # at most 100
     assert lr_finder.default_num_iter(b for b in range(3)) == 100    # no length
     assert lr_finder.default_smooth(100) == 0.05 and lr_finder.default_smooth(10) == 0.3
+
+
+def test_a_flat_range_test_says_so_and_what_to_try():
+    """A loss that never moves (the labels shuffled away from the images, a loss that does not
+    reach the weights): the pick is a guess, and the note says so and names what to check."""
+    lrs = [1e-3 * 10 ** (i / 4) for i in range(20)]
+    flat = [2.3026 + 0.001 * ((-1) ** i) for i in range(20)]
+    _, _, _, note = lr_finder.pick_lrs(lrs, flat)
+    assert note.startswith("the loss stayed flat (within 1% of its start from LR 0.001 to 56.2)")
+    assert "check that the labels belong to the images" in note and "give the LRs by hand" in note
+    falling = [2.3 - 0.05 * i for i in range(20)]
+    assert "flat" not in lr_finder.pick_lrs(lrs, falling)[3]

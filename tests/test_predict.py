@@ -290,6 +290,45 @@ def test_bad_images_get_one_line_and_nothing_is_written(run, tmp_path, capsys):
         assert not ex.exists() or not os.listdir(ex)
 
 
+def short_png(path, rows=40, height=64, width=64):
+    """A PNG whose header announces `height` rows and whose (complete) zlib stream holds `rows`."""
+    import struct
+    import zlib
+    rng = np.random.default_rng(0)
+    raw = b"".join(b"\x00" + rng.integers(0, 256, width * 3, dtype=np.uint8).tobytes() for _ in range(rows))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xffffffff)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_a_png_whose_pixel_data_stops_early_is_refused_not_filled_with_black(run, tmp_path, capsys):
+    short_png(tmp_path / "short.png")
+    assert Image.open(tmp_path / "short.png").load() is not None          # Pillow alone would take it
+    _fails(capsys, run["model"], tmp_path / "short.png", match="the PNG's pixel data stops early")
+    short_png(tmp_path / "whole.png", rows=64)
+    assert predict.png_rows_complete(tmp_path / "whole.png") and len(predict.load_images([tmp_path / "whole.png"])[0]) == 1
+
+
+def test_weights_that_are_not_finite_or_give_non_finite_scores_are_refused(run, tmp_path, capsys):
+    good = run["paths"][0]
+    weights = torch.load(run["model"], weights_only=True)
+    nan = {**weights, "fc.weight": weights["fc.weight"].clone().fill_(float("nan"))}
+    torch.save(nan, tmp_path / "nan.pt")
+    _fails(capsys, tmp_path / "nan.pt", good, match="broken weights (fc.weight holds NaN or inf)")
+    huge = {**weights, "fc.weight": weights["fc.weight"] * 1e38}               # finite, as a flipped exponent bit
+    torch.save(huge, tmp_path / "huge.pt")
+    _fails(capsys, tmp_path / "huge.pt", good, match="scores for")
+
+
+def test_evaluate_on_an_empty_test_batch_is_one_line(run, tmp_path, capsys):
+    from cifar_files import write_batch, write_cifar_folder
+    write_cifar_folder(tmp_path, n_per_batch=2)
+    write_batch(tmp_path / "cifar-10-batches-py" / "test_batch", np.zeros((0, 3072), np.uint8), [], keys="str")
+    _fails(capsys, run["model"], "--evaluate", "--data-dir", tmp_path, "--no-download", match="holds no images")
+
+
 def test_bad_weights_and_settings_get_one_line(run, tmp_path, capsys):
     good = run["paths"][0]
     err = _fails(capsys, run["out"] / "checkpoint.pt", good, match="is a training checkpoint")

@@ -517,7 +517,7 @@ def test_one_given_lr_sets_the_other_by_the_factor(tmp_path):
     assert not stale.exists()          # a range test plot would not describe these LRs
     assert r["lr_range_test"] is None and r["lr_min"] == pytest.approx(0.3 / 12)
     assert r["lr_schedule"][0] == r["lr_min"] and max(r["lr_schedule"]) <= 0.3
-    r = train.main(**cfg, lr_min=0.01, lr_min_factor=20, out_dir=str(tmp_path))
+    r = train.main(**cfg, lr_min=0.01, lr_min_factor=20, overwrite=True, out_dir=str(tmp_path))
     assert r["lr_max"] == pytest.approx(0.2) and r["lr_schedule"][0] == 0.01
 
 
@@ -569,3 +569,14 @@ def test_seeds_run_the_recipe_once_per_seed_in_its_own_folder(tmp_path):
     records = [json.loads((tmp_path / f"seed-{s}" / "metrics.json").read_text()) for s in (5, 6)]
     assert [r["config"]["seed"] for r in records] == [5, 6] and [r["config"]["seeds"] for r in records] == [1, 1]
     assert summary["seeds"] == [5, 6] and (tmp_path / "summary.json").exists()
+
+
+@wires("overwrite")
+def test_overwrite_starts_over_in_a_folder_that_holds_a_run_and_only_then(tmp_path):
+    train.main(**ONE_EPOCH, out_dir=str(tmp_path))
+    (tmp_path / "notes.txt").write_text("mine")                       # not a file of the run: kept
+    with pytest.raises(UsageError, match="already holds a complete run"):
+        train.main(**ONE_EPOCH, seed=1, out_dir=str(tmp_path))
+    r = train.main(**ONE_EPOCH, seed=1, overwrite=True, out_dir=str(tmp_path))
+    assert r["config"]["seed"] == 1 and (tmp_path / "notes.txt").read_text() == "mine"
+    assert "overwrite" not in r["keywords"] and "--overwrite" not in r["command"]   # where, not what

@@ -13,7 +13,7 @@ import torch
 
 import settings
 import train
-from conftest import Watch, interrupted_at
+from conftest import Watch, acting_at, interrupted_at
 from utils import Diverged, Interrupted, UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,3 +227,172 @@ def test_resume_with_a_weight_average_is_bit_identical(tmp_path, interrupt_in_ep
     assert comparable(resumed) == comparable(full)
     a, b = weights(tmp_path / "cut" / "model.pt"), weights(tmp_path / "full" / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------------------------
+# A folder that holds a run is never overwritten, and holds one run at a time
+
+def files_of(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_a_new_run_into_a_folder_holding_a_finished_run_is_refused_and_changes_nothing(tmp_path, capsys):
+    train.main(**{**TINY, "epochs": 1}, out_dir=str(tmp_path))
+    before = files_of(tmp_path)
+    assert cli([*CLI_TINY, "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path} already holds a complete run:" in err
+    assert "another --out-dir" in err and "--overwrite" in err and "--resume" not in err   # nothing to continue
+    assert files_of(tmp_path) == before
+    r = train.main(**{**TINY, "epochs": 1, "seed": 5}, overwrite=True, out_dir=str(tmp_path))   # asked for
+    assert r["config"]["seed"] == 5 and json.loads((tmp_path / "metrics.json").read_text())["config"]["seed"] == 5
+    assert "--overwrite: removed a complete run" in capsys.readouterr().out
+
+
+def test_a_new_run_into_an_interrupted_runs_folder_is_told_how_to_resume_it(tmp_path, interrupt_in_epoch):
+    with interrupt_in_epoch(2), pytest.raises(Interrupted):
+        train.main(**TINY, out_dir=str(tmp_path))
+    before = files_of(tmp_path)
+    with pytest.raises(UsageError, match=rf"holds a run that is interrupted after epoch 1\. Nothing was changed: to "
+                                         rf"continue it, --resume {tmp_path / 'checkpoint.pt'}"):
+        train.main(**TINY, out_dir=str(tmp_path))
+    assert files_of(tmp_path) == before
+    assert train.main(resume=str(tmp_path / "checkpoint.pt"))["status"] == "complete"      # its own folder: fine
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
+    """Two runs started into one folder: the second is refused while the first holds its lock,
+    and the first finishes as if alone."""
+    first = subprocess.Popen([sys.executable, "train.py", *CLI_TINY, "--epochs", "400", "--out-dir", str(tmp_path)],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (tmp_path / ".run.lock").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    second = subprocess.run([sys.executable, "train.py", *CLI_TINY, "--epochs", "1", "--out-dir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=240)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert f"another run is writing to {tmp_path} (process {first.pid})" in second.stderr
+    assert first.returncode == 130 and not (tmp_path / ".run.lock").exists()
+
+
+def test_a_checkpoint_copied_elsewhere_resumes_beside_the_copy_and_leaves_the_original_alone(tmp_path, interrupt_in_epoch):
+    with interrupt_in_epoch(2), pytest.raises(Interrupted):
+        train.main(**TINY, out_dir=str(tmp_path / "original"))
+    before = files_of(tmp_path / "original")
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "checkpoint.pt").write_bytes((tmp_path / "original" / "checkpoint.pt").read_bytes())
+    r = train.main(resume=str(tmp_path / "copy" / "checkpoint.pt"))
+    assert r["config"]["out_dir"] == str(tmp_path / "copy") and (tmp_path / "copy" / "model.pt").exists()
+    assert files_of(tmp_path / "original") == before
+
+
+# ----------------------------------------------------------------------------------------------
+# A write that fails: one line, the last checkpoint intact, metrics.json "failed"
+
+def test_a_file_size_limit_mid_run_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    """The size limit (RLIMIT_FSIZE: what a full disk does to a write, EFBIG instead of ENOSPC)
+    is set after epoch 1's checkpoint, so epoch 2's checkpoint fails half-written: the temporary
+    file is removed, epoch 1's checkpoint stays whole and resumes, and metrics.json says why."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (replaced.append((src, dst)), real_replace(src, dst))[1])
+    limit = 20_000                                   # bytes: far below a checkpoint's size, above metrics.json's
+    try:
+        with acting_at("eval", 2, lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))):
+            code = cli([*CLI_TINY, "--epochs", "3", "--peak-epoch", "1", "--out-dir", str(tmp_path / "run")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    path = tmp_path / "run" / "checkpoint.pt"
+    assert code == 4 and err.count("\n") == 1, err
+    assert f"could not write {path} (File too large)" in err and f"python train.py --resume {path}" in err
+    assert "the last intact checkpoint (epoch 1)" in err
+    assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
+    assert all(os.path.dirname(src) == os.path.dirname(dst) for src, dst in replaced)   # temp beside its target
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "File too large" in metrics["failure"] and len(metrics["history"]) == 1
+    assert train.main(resume=str(path))["status"] == "complete"
+
+
+def test_an_output_folder_removed_mid_run_is_one_line_not_a_traceback(tmp_path, capsys):
+    import shutil
+    out = tmp_path / "run"
+
+    def remove():
+        shutil.rmtree(out)
+    with acting_at("eval", 2, remove):
+        code = cli([*CLI_TINY, "--epochs", "3", "--peak-epoch", "1", "--out-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 4 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"could not write {out / 'checkpoint.pt'}" in err and "No such file or directory" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# SIGTERM as Ctrl-C; weights checked themselves; fp16 resumes exactly
+
+def test_sigterm_keeps_the_last_checkpoint_marks_the_run_interrupted_and_exits_143(tmp_path):
+    proc = subprocess.Popen([sys.executable, "train.py", *CLI_TINY, "--epochs", "400", "--out-dir", str(tmp_path)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.json"
+
+    def epochs_recorded():
+        try:
+            return len(json.loads(metrics.read_text())["history"])
+        except (OSError, ValueError):
+            return 0
+    deadline = time.time() + 240
+    while epochs_recorded() < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.terminate()                                                  # SIGTERM
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err
+    assert err.startswith("interrupted: the last complete checkpoint") and "--resume" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    recorded = json.loads(metrics.read_text())
+    assert recorded["status"] == "interrupted"
+    import checkpoint
+    assert checkpoint.read_checkpoint(str(tmp_path / "checkpoint.pt"))["epoch"] in (len(recorded["history"]),
+                                                                                   len(recorded["history"]) + 1)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_weights_broken_by_the_last_step_of_an_epoch_are_never_checkpointed(tmp_path, threads):
+    """A huge LR breaks the weights; the check of the weights and BatchNorm statistics themselves
+    (not only of the test loss, which may stay finite while a running_var is inf) stops the run,
+    exit 3, before a checkpoint of broken weights is written: whatever checkpoint exists is finite."""
+    args = ["--synthetic", "--synthetic-train", "256", "--synthetic-test", "64", "--width", "8",
+            "--batch-size", "64", "--precision", "fp32", "--device", "cpu", "--no-plots", "--no-progress",
+            "--epochs", "2", "--lr-min", "1e4", "--lr-max", "1e6", "--out-dir", str(tmp_path)]
+    out = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "OMP_NUM_THREADS": threads})
+    assert out.returncode == 3, out.stderr
+    assert "non-finite" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    if (tmp_path / "checkpoint.pt").exists():
+        ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "diverged"
+    assert all(h["test_loss"] == h["test_loss"] for h in metrics["history"])       # no NaN epoch kept
+
+
+def test_an_fp16_run_resumes_bit_identically_its_grad_scaler_included(tmp_path, interrupt_in_epoch):
+    cfg = {**TINY, "precision": "fp16"}
+    full = train.main(**cfg, out_dir=str(tmp_path / "full"))
+    with interrupt_in_epoch(2), pytest.raises(Interrupted):
+        train.main(**cfg, out_dir=str(tmp_path / "cut"))
+    cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert cut["scaler"]["scale"] > 0 and cut["epoch"] == 1
+    resumed = train.main(resume=str(tmp_path / "cut" / "checkpoint.pt"))
+    assert comparable(resumed) == comparable(full)
+    a, b = weights(tmp_path / "cut" / "model.pt"), weights(tmp_path / "full" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    end_a = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["scaler"]
+    end_b = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["scaler"]
+    assert end_a == end_b                                    # the scale and its growth tracker

@@ -191,3 +191,14 @@ def test_a_series_run_recorded_before_a_setting_existed_is_kept():
         metrics.write_text(json.dumps({"status": "complete", "config": {**old, "cutout_inside": True}}))
         with pytest.raises(UsageError, match="cutout_inside=True"):
             series.earlier_run(folder, cfg)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"status": "complete"}'])
+def test_a_corrupt_record_in_a_series_is_one_line_naming_the_file(tmp_path, content, capsys):
+    (tmp_path / "seed-0").mkdir()
+    (tmp_path / "seed-0" / "metrics.json").write_text(content)
+    code = settings.cli(train.main, train.Config, ["--synthetic", "--seeds", "2", "--out-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'seed-0' / 'metrics.json'}: not a readable record of a run" in err
+    assert (tmp_path / "seed-0" / "metrics.json").read_text() == content

@@ -54,8 +54,7 @@ def test_a_failed_save_leaves_the_previous_file_whole_and_no_temporary(tmp_path,
     utils.atomic_torch_save({"v": torch.arange(3)}, path)
 
     def crash(obj, f):
-        with open(f, "wb") as fh:
-            fh.write(b"half a checkpoi")
+        f.write(b"half a checkpoi")
         raise OSError("disk full")
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError):
