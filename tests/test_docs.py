@@ -113,9 +113,9 @@ def test_the_checks_catch_a_broken_link_and_a_removed_flag(tmp_path):
     """The checker itself: a missing file, a missing anchor and a flag that does not exist are
     found; a good link, a good anchor and a good command pass."""
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "page.md").write_text("# A page\n\n## The LR rule on real images\n")
+    (tmp_path / "docs" / "page.md").write_text("# A page\n\n## The LR rule on the JPEG copies\n")
     (tmp_path / "README.md").write_text(
-        "see [page](docs/page.md), [rule](docs/page.md#the-lr-rule-on-real-images), "
+        "see [page](docs/page.md), [rule](docs/page.md#the-lr-rule-on-the-jpeg-copies), "
         "[gone](docs/gone.md), [bad anchor](docs/page.md#nowhere), [web](https://example.org)\n"
         "![pic](docs/pic.png)\n```bash\n[not a link](nowhere.md)\n```\n| row | [cut](docs/page.md |\n")
     bad = broken_links(str(tmp_path / "README.md"))
