@@ -18,7 +18,7 @@ The candidates plan measures recipe changes that keep the specification (Cutout 
 image, no weight decay on BatchNorm, label smoothing 0.2, a weight average over 2 epochs) against
 the default, 5 seeds each, paired by seed, and prints the paired table (docs/recipe-candidates.md).
 
-The data is the validation split of JPEG-compressed CIFAR-10 training images (cifar10_jpeg.py);
+The data is the validation split of the JPEG copies of CIFAR-10 training images (cifar10_jpeg.py);
 every accuracy here is on those 10,000 validation images, not on the CIFAR-10 test set.
 """
 import argparse
