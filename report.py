@@ -188,8 +188,10 @@ def describe_time(record) -> str:
         parts.insert(0, f"{t['lr_test_seconds']:.1f} s range test")
     if t.get("compile_seconds"):
         parts.append(f"{t['compile_seconds']:.1f} s compiling")
-    total = f"{t['total_seconds']:.1f} s in all: " if t.get("total_seconds") else ""
-    return total + ", ".join(parts) + f" ({t['images_per_second']:,.0f} training images/s)"
+    resumed = record["config"].get("resume")
+    total = f"{t['total_seconds']:.1f} s in all: " if t.get("total_seconds") and not resumed else ""
+    return (total + ", ".join(parts) + f" ({t['images_per_second']:,.0f} training images/s)"
+            + (f"; resumed, the last session took {t['total_seconds']:.1f} s" if resumed and t.get("total_seconds") else ""))
 
 
 def markdown(record, out_dir) -> str:

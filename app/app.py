@@ -1,0 +1,200 @@
+"""The web app of a trained custom ResNet: classify a picture, see why (Grad-CAM), see its mistakes.
+
+    python app.py                  # in a Space folder made by `python -m app.export RUN SPACE`:
+                                   # serves http://127.0.0.1:7860 (PORT=8000 python app.py for another port)
+
+The course's controls, one by one (docs/web-app.md has the table): an upload or one of 10 example
+images (one per class); the top k classes, k from 1 to 10; Grad-CAM on or off, how many of the top
+classes it explains, from which layer (those whose map is at least 5x5 first, each named with its
+map size) and with what opacity; the run's misclassified images on or off and how many, each with
+its true and predicted class and its Grad-CAM.
+
+Inference only: it imports predict.py, gradcam.py and custom_resnet.py (and what they import), never
+the training code, downloads nothing and runs on a CPU. The functions below work without Gradio,
+which is imported by `build` alone, so they are tested directly.
+"""
+import json
+import os
+
+import torch
+
+import gradcam
+import predict
+from custom_resnet import CLASSES
+from utils import UsageError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STAGES = ("prep", "layer1", "layer2", "layer3")      # the network's parts offered for Grad-CAM
+MIN_MAP = 5                                          # the course's graders refuse maps under 5x5 pixels
+SHOWN = 160                                          # pixels a side of a picture on the page (32 upsampled)
+
+
+# ----------------------------------------------------------------------------------------------
+# What the Space holds
+
+class Space:
+    """The model and the pictures of a Space folder: model.pt, space.json (what the run measured),
+    examples/ (one image per class) and gallery.pt (the run's misclassified held-out images)."""
+
+    def __init__(self, folder=HERE):
+        self.folder = folder
+        self.model = predict.load_model(os.path.join(folder, "model.pt"))        # weights_only, verified
+        with open(os.path.join(folder, "space.json")) as f:
+            self.about = json.load(f)
+        self.examples = sorted(os.path.join(folder, "examples", f) for f in os.listdir(os.path.join(folder, "examples"))
+                               if f.endswith(".png"))
+        gallery = torch.load(os.path.join(folder, "gallery.pt"), weights_only=True)
+        self.gallery_images, self.gallery_labels = gallery["images"], gallery["labels"]
+        self.gallery_predicted, self.gallery_confidence = gallery["predicted"], gallery["confidence"]
+
+
+def layer_choices() -> list:
+    """(label, name) of the layers Grad-CAM is offered at: those whose map is at least 5x5 first,
+    finest last among them, then the coarse ones, each named with its map size."""
+    sizes = predict.gradcam_layers()
+    stages = sorted(STAGES, key=lambda n: (min(sizes[n]) < MIN_MAP, -min(sizes[n]) if min(sizes[n]) < MIN_MAP
+                                           else min(sizes[n])))
+    return [(f"{n} ({sizes[n][0]}x{sizes[n][1]}" + (f", under {MIN_MAP}x{MIN_MAP})" if min(sizes[n]) < MIN_MAP else ")"), n)
+            for n in stages]
+
+
+def _check(top_k, opacity, layer):
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or int(top_k) != top_k or not 1 <= top_k <= 10:
+        raise UsageError(f"the number of top classes must be a whole number from 1 to 10, got {top_k!r}")
+    if not isinstance(opacity, (int, float)) or not 0 <= opacity <= 1:
+        raise UsageError(f"the opacity must lie between 0 and 1, got {opacity!r}")
+    if layer not in STAGES:
+        raise UsageError(f"Grad-CAM is offered at {', '.join(STAGES)}, not at {layer!r}")
+
+
+def _picture(image_uint8, cam=None, opacity=0.5):
+    """uint8 (3, 32, 32) [and its map (32, 32)] -> uint8 (SHOWN, SHOWN, 3): the image, the map laid
+    over it with `opacity`, enlarged without smoothing so that the pixels the model saw stay visible."""
+    picture = image_uint8.permute(1, 2, 0).float() / 255                        # (32, 32, 3)
+    if cam is not None:
+        picture = gradcam.blend(picture[None], cam[None], opacity)[0]
+    big = picture.repeat_interleave(SHOWN // 32, 0).repeat_interleave(SHOWN // 32, 1)
+    return (big * 255).round().to(torch.uint8).numpy()
+
+
+def classify(space, image, top_k=3, show_cam=True, cams=1, layer="layer2", opacity=0.5):
+    """The answer for one picture: ({class: probability} of the top_k classes, [(picture, caption)]:
+    the 32x32 image the model saw beside its Grad-CAM for each of the first `cams` of the top
+    classes, or [] with show_cam off).
+
+    image: anything predict.load_images takes (a Pillow image, a file path, a uint8 array in a
+    tensor); None, or a file that is no image, is a UsageError that says what to give."""
+    _check(top_k, opacity, layer)
+    if image is None:
+        raise UsageError("no image: upload one (PNG or JPEG, any size) or pick an example")
+    if not isinstance(cams, (int, float)) or int(cams) != cams or not 1 <= cams <= 10:
+        raise UsageError(f"the number of Grad-CAM images must be a whole number from 1 to 10, got {cams!r}")
+    p, = predict.predict(space.model, [image] if not isinstance(image, list) else image, top=int(top_k),
+                         precision="fp32")
+    top = dict(p.top)
+    if not show_cam:
+        return top, []
+    order = p.probs.argsort(descending=True)[:int(cams)]
+    maps, (h, w) = predict.gradcam_maps(space.model, p.image[None].expand(len(order), -1, -1, -1), order, layer)
+    return top, [(_pair(p.image, m, opacity), f"Grad-CAM: {CLASSES[c]} ({100 * float(p.probs[c]):.1f}%), "
+                  f"{layer} {h}x{w}") for c, m in zip(order.tolist(), maps)]
+
+
+def _pair(image_uint8, cam, opacity):
+    """The image and its Grad-CAM side by side: uint8 (SHOWN, 2 SHOWN, 3)."""
+    return torch.cat([torch.from_numpy(_picture(image_uint8)), torch.from_numpy(_picture(image_uint8, cam, opacity))],
+                     dim=1).numpy()
+
+
+def misclassified(space, show=True, count=10, show_cam=True, layer="layer2", opacity=0.5):
+    """[(picture, caption)] of the run's first `count` misclassified images (most confident first),
+    each captioned with its true and predicted class, and with its Grad-CAM for the predicted class
+    beside it when show_cam is on; [] when show is off."""
+    _check(1, opacity, layer)
+    available = len(space.gallery_labels)
+    if not isinstance(count, (int, float)) or int(count) != count or not 0 <= count <= available:
+        raise UsageError(f"the number of misclassified images must be a whole number from 0 to {available}, got {count!r}")
+    if not show or not count:
+        return []
+    n = int(count)
+    images, preds = space.gallery_images[:n], space.gallery_predicted[:n]
+    maps = predict.gradcam_maps(space.model, images, preds, layer)[0] if show_cam else [None] * n
+    out = []
+    for i in range(n):
+        picture = _pair(images[i], maps[i], opacity) if show_cam else _picture(images[i])
+        out.append((picture, f"true: {CLASSES[int(space.gallery_labels[i])]}, predicted: "
+                             f"{CLASSES[int(preds[i])]} ({100 * float(space.gallery_confidence[i]):.0f}%)"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The page
+
+def about_text(space) -> str:
+    a = space.about
+    return (f"### CIFAR-10 custom ResNet: what does it see?\n\n"
+            f"This model reached **{a['accuracy']:.2f}%** on {a['data']}. It knows only CIFAR-10's 10 classes "
+            f"({', '.join(CLASSES)}) at 32x32 pixels: a photo is cut to its central square and shrunk to 32x32 "
+            f"before it is classified, so expect it to be wrong on most pictures of anything else. "
+            f"Grad-CAM shows where the model looked: red raised the class's score most.")
+
+
+def build(space):
+    """The Gradio page (imported here: the functions above need no Gradio)."""
+    import gradio as gr
+    layers = layer_choices()
+    with gr.Blocks(title="CIFAR-10 custom ResNet", analytics_enabled=False) as page:
+        gr.Markdown(about_text(space))
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="pil", label="Upload an image", elem_id="upload", sources=["upload"])
+                gr.Examples(examples=space.examples, inputs=image, label="Or pick one of 10 examples (one per class)")
+                top_k = gr.Slider(1, 10, value=3, step=1, label="How many top classes (1 to 10)", elem_id="top-k")
+                show_cam = gr.Checkbox(value=True, label="Show Grad-CAM", elem_id="show-cam")
+                cams = gr.Slider(1, 10, value=1, step=1, label="How many Grad-CAM images (of the top classes)",
+                                 elem_id="cams")
+                layer = gr.Dropdown(layers, value="layer2", label="Grad-CAM from which layer", elem_id="layer")
+                opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Grad-CAM opacity", elem_id="opacity")
+                run = gr.Button("Classify", variant="primary", elem_id="classify")
+            with gr.Column():
+                top = gr.Label(num_top_classes=10, label="Top classes", elem_id="top-classes")
+                explained = gr.Gallery(label="Grad-CAM: the 32x32 image the model sees, and where it looked",
+                                       columns=2, height=420, object_fit="contain", elem_id="gradcam")
+        with gr.Row():
+            with gr.Column():
+                show_wrong = gr.Checkbox(value=False, label="Show the run's misclassified images", elem_id="show-wrong")
+                count = gr.Slider(0, len(space.gallery_labels), value=min(10, len(space.gallery_labels)), step=1,
+                                  label="How many misclassified images", elem_id="count")
+        wrong = gr.Gallery(label="Misclassified held-out images: the image and its Grad-CAM for the predicted class",
+                           columns=5, height=520, object_fit="contain", elem_id="misclassified")
+
+        def answer(*args):
+            try:
+                return classify(space, *args)
+            except UsageError as e:
+                raise gr.Error(str(e)) from None
+
+        def mistakes(*args):
+            try:
+                return misclassified(space, *args)
+            except UsageError as e:
+                raise gr.Error(str(e)) from None
+        inputs = [image, top_k, show_cam, cams, layer, opacity]
+        run.click(answer, inputs, [top, explained])
+        gallery_inputs = [show_wrong, count, show_cam, layer, opacity]
+        for control in (show_wrong, count, show_cam, layer, opacity):
+            control.change(mistakes, gallery_inputs, wrong)
+    return page
+
+
+def main():
+    """Serve the page: on 127.0.0.1 (this machine only) unless on Hugging Face Spaces, which sets
+    SPACE_ID and needs 0.0.0.0; the port from PORT, 7860 by default."""
+    space = Space()
+    host = "0.0.0.0" if os.environ.get("SPACE_ID") else os.environ.get("HOST", "127.0.0.1")
+    build(space).launch(server_name=host, server_port=int(os.environ.get("PORT", 7860)), ssr_mode=False,
+                        show_error=True, allowed_paths=[HERE])
+
+
+if __name__ == "__main__":
+    main()

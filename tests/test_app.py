@@ -1,0 +1,297 @@
+"""The web app (app/app.py) and its export as a Space (app/export.py): the functions directly, the
+export's refusals, and the exported app served on 127.0.0.1 and used in a real headless browser."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gradcam
+import predict
+import train
+from app import app as webapp
+from app import export
+from custom_resnet import CLASSES, CustomResNet
+from utils import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(synthetic=True, synthetic_train=512, synthetic_test=200, width=8, batch_size=64, eval_batch_size=100,
+            precision="fp32", device="cpu", progress=False, plots=False, epochs=2, lr_min=0.02, lr_max=0.2)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    record = train.main(**TINY, out_dir=str(out))
+    return out, record
+
+
+@pytest.fixture(scope="module")
+def space(run, tmp_path_factory):
+    out, record = run
+    folder = tmp_path_factory.mktemp("space") / "space"
+    about = export.export(str(out), str(folder))
+    return folder, about, record
+
+
+@pytest.fixture(scope="module")
+def loaded(space):
+    return webapp.Space(str(space[0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The export
+
+def test_the_space_holds_the_app_the_inference_code_the_weights_and_the_pictures_and_no_training_code(space, run):
+    folder, about, record = space
+    files = sorted(os.listdir(folder))
+    assert files == ["README.md", "app.py", "checkpoint.py", "custom_resnet.py", "examples", "gallery.pt",
+                     "gradcam.py", "model.pt", "plots.py", "predict.py", "requirements.txt", "space.json", "utils.py"]
+    assert not {f"{m}.py" for m in export.TRAINING} & set(files)
+    assert sorted(os.listdir(folder / "examples")) == [f"{i}_{c}.png" for i, c in enumerate(CLASSES)]
+    assert (folder / "model.pt").read_bytes() == (run[0] / "model.pt").read_bytes()
+    kept = torch.load(run[0] / "images.pt", weights_only=True)
+    gallery = torch.load(folder / "gallery.pt", weights_only=True)
+    assert torch.equal(gallery["images"], kept["misclassified"]["images"])
+    assert torch.equal(gallery["labels"], kept["misclassified"]["labels"])
+    example = np.asarray(Image.open(folder / "examples" / "3_cat.png"))
+    assert (example == kept["examples"]["images"][3].permute(1, 2, 0).numpy()).all()
+
+
+def test_the_spaces_readme_has_the_spaces_header_and_the_runs_figures(space):
+    folder, about, record = space
+    text = (folder / "README.md").read_text()
+    header = text.split("---\n")[1]
+    fields = dict(line.split(": ", 1) for line in header.strip().splitlines())
+    assert fields["sdk"] == "gradio" and fields["app_file"] == "app.py" and fields["sdk_version"] == export.GRADIO
+    assert fields["title"]
+    assert f"**Accuracy: {record['test_accuracy']:.2f}%** ({record['test_correct']:,} of 200)" in text
+    assert "synthetic data" in text and about["accuracy"] == record["test_accuracy"]
+    assert json.loads((folder / "space.json").read_text()) == about
+    assert f"gradio=={export.GRADIO}" in (open(os.path.join(ROOT, "app", "requirements.txt")).read())
+
+
+def test_the_app_imports_only_the_inference_code():
+    assert export.modules_of(os.path.join(ROOT, "app", "app.py")) == [
+        "checkpoint.py", "custom_resnet.py", "gradcam.py", "plots.py", "predict.py", "utils.py"]
+
+
+def test_bad_input_to_the_export_is_one_line(run, tmp_path, capsys):
+    out, _ = run
+
+    def fails(run_dir, match):
+        assert export.main([str(run_dir), str(tmp_path / "space")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and match in err, err
+        assert not (tmp_path / "space").exists()
+    fails(tmp_path / "nowhere", "no such folder")
+    (tmp_path / "empty").mkdir()
+    fails(tmp_path / "empty", "holds no run (no metrics.json)")
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    record = json.loads((copy / "metrics.json").read_text())
+    (copy / "metrics.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    fails(copy, "holds a run that is interrupted, not finished")
+    (copy / "metrics.json").write_text(json.dumps(record))
+    (copy / "model.pt").unlink()
+    fails(copy, "has no model.pt")
+    torch.save(CustomResNet(width=16).state_dict(), copy / "model.pt")
+    fails(copy, "is a model of width 16, but the run's record says width 8")
+    shutil.copy(out / "model.pt", copy / "model.pt")
+    (copy / "images.pt").unlink()
+    fails(copy, "has no images.pt")
+    (tmp_path / "space").mkdir()
+    (tmp_path / "space" / "mine.txt").write_text("keep me")
+    assert export.main([str(out), str(tmp_path / "space")]) == 2
+    assert "a folder with other files in it" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "space") == ["mine.txt"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The app's functions, directly (no Gradio needed)
+
+def test_the_layers_offered_put_maps_of_at_least_5x5_first_each_named_with_its_size():
+    assert webapp.layer_choices() == [("layer2 (8x8)", "layer2"), ("layer1 (16x16)", "layer1"),
+                                      ("prep (32x32)", "prep"), ("layer3 (4x4, under 5x5)", "layer3")]
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_the_top_k_classes_are_the_models_most_likely_k(loaded, space, k):
+    image = Image.open(space[0] / "examples" / "6_frog.png")
+    top, cams = webapp.classify(loaded, image, top_k=k, show_cam=False)
+    assert cams == [] and len(top) == k
+    p, = predict.predict(loaded.model, [image], top=10, precision="fp32")
+    assert list(top.items()) == p.top[:k]
+
+
+@pytest.mark.parametrize("k", [0, 11, 2.5, True, "3"])
+def test_the_top_k_control_cannot_go_past_10_or_below_1(loaded, space, k):
+    with pytest.raises(UsageError, match="top classes must be a whole number from 1 to 10"):
+        webapp.classify(loaded, Image.open(space[0] / "examples" / "0_airplane.png"), top_k=k)
+
+
+def test_grad_cam_shows_the_image_beside_its_map_for_each_top_class_asked_at_the_layer_and_opacity(loaded, space):
+    image = Image.open(space[0] / "examples" / "1_automobile.png")
+    top, cams = webapp.classify(loaded, image, top_k=5, show_cam=True, cams=3, layer="layer1", opacity=0.7)
+    assert len(cams) == 3 and all(c[0].shape == (webapp.SHOWN, 2 * webapp.SHOWN, 3) for c in cams)
+    assert [c[1].split(" (")[0] for c in cams] == [f"Grad-CAM: {name}" for name in list(top)[:3]]
+    assert all(c[1].endswith("layer1 16x16") for c in cams)
+    # The right half is the map laid over the image with that opacity, computed here apart.
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    maps, _ = predict.gradcam_maps(loaded.model, x[None], [CLASSES.index(list(top)[0])], "layer1")
+    blended = gradcam.blend(x.permute(1, 2, 0)[None].float() / 255, maps, 0.7)[0]
+    expected = (blended.repeat_interleave(5, 0).repeat_interleave(5, 1) * 255).round().to(torch.uint8).numpy()
+    assert np.abs(cams[0][0][:, webapp.SHOWN:].astype(int) - expected.astype(int)).max() <= 1
+    left = cams[0][0][:, :webapp.SHOWN]                                   # the image itself
+    assert (left == x.permute(1, 2, 0).numpy().repeat(5, 0).repeat(5, 1)).all()
+
+
+def test_opacity_0_shows_the_image_and_1_the_map_alone(loaded, space):
+    image = Image.open(space[0] / "examples" / "2_bird.png")
+    _, plain = webapp.classify(loaded, image, top_k=1, cams=1, opacity=0.0)
+    _, heat = webapp.classify(loaded, image, top_k=1, cams=1, opacity=1.0)
+    half = webapp.SHOWN
+    assert (plain[0][0][:, half:] == plain[0][0][:, :half]).all()
+    assert not (heat[0][0][:, half:] == heat[0][0][:, :half]).all()
+    for opacity in (-0.1, 1.5):
+        with pytest.raises(UsageError, match="opacity must lie between 0 and 1"):
+            webapp.classify(loaded, image, opacity=opacity)
+    with pytest.raises(UsageError, match="Grad-CAM is offered at"):
+        webapp.classify(loaded, image, layer="fc")
+
+
+@pytest.mark.parametrize("count", [1, 4, 10])
+def test_the_gallery_shows_as_many_misclassified_images_as_asked_each_with_its_classes(loaded, count):
+    shown = webapp.misclassified(loaded, show=True, count=count, show_cam=True)
+    assert len(shown) == count and all(p.shape == (webapp.SHOWN, 2 * webapp.SHOWN, 3) for p, _ in shown)
+    for i, (_, caption) in enumerate(shown):
+        true, pred = CLASSES[int(loaded.gallery_labels[i])], CLASSES[int(loaded.gallery_predicted[i])]
+        assert caption.startswith(f"true: {true}, predicted: {pred} (") and true != pred
+    assert webapp.misclassified(loaded, show=False, count=count) == []
+    assert all(p.shape == (webapp.SHOWN, webapp.SHOWN, 3) for p, _ in webapp.misclassified(loaded, count=count,
+                                                                                            show_cam=False))
+
+
+def test_the_gallery_cannot_show_more_than_the_run_kept(loaded):
+    available = len(loaded.gallery_labels)
+    assert 10 < available <= 100
+    assert len(webapp.misclassified(loaded, count=available)) == available
+    with pytest.raises(UsageError, match=f"from 0 to {available}"):
+        webapp.misclassified(loaded, count=available + 1)
+
+
+def test_a_bad_upload_is_one_clear_message(loaded, tmp_path):
+    with pytest.raises(UsageError, match="no image: upload one"):
+        webapp.classify(loaded, None)
+    (tmp_path / "notes.png").write_text("not a picture")
+    with pytest.raises(UsageError, match="not an image file"):
+        webapp.classify(loaded, str(tmp_path / "notes.png"))
+    with pytest.raises(UsageError, match="normalised"):
+        webapp.classify(loaded, torch.randn(3, 32, 32))
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))
+    top, cams = webapp.classify(loaded, big, top_k=2)                    # any size: its central square
+    assert len(top) == 2 and len(cams) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Served, and used in a real browser
+
+def browser_or_skip():
+    """A headless Chromium driven by selenium (Debian's chromium and chromium-driver): skipped,
+    with the reason, where the app's packages or the browser are absent."""
+    pytest.importorskip("gradio", reason="the app's packages are not installed (app/requirements.txt)")
+    pytest.importorskip("selenium", reason="selenium is not installed (requirements-dev.txt)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("no Chromium and ChromeDriver here (Debian: apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1800"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(folder, port, timeout=120):
+    """Start `python app.py` in the Space folder on 127.0.0.1:port; wait until it answers."""
+    env = {**os.environ, "PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the app exited: {proc.stderr.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("the app did not answer in time")
+
+
+def wait_for(condition, timeout=60, what="the page"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"{what} did not appear within {timeout} s")
+
+
+def test_in_a_browser_an_upload_gets_its_top_classes_and_grad_cam_and_the_gallery_opens(space, loaded, tmp_path):
+    from selenium.webdriver.common.by import By
+    browser = browser_or_skip()
+    port = free_port()
+    proc = serve(space[0], port)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        upload = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"), what="the upload")
+        picture = tmp_path / "my picture.png"
+        Image.open(space[0] / "examples" / "8_ship.png").resize((96, 80)).save(picture)      # any size
+        upload[0].send_keys(str(picture))
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#upload img"), what="the uploaded image")
+        browser.find_element(By.CSS_SELECTOR, "#classify").click()
+        expected, = predict.predict(loaded.model, [str(picture)], top=3, precision="fp32")
+
+        def top_rows():
+            lines = browser.find_element(By.CSS_SELECTOR, "#top-classes").text.splitlines()
+            rows = [(lines[i], lines[i + 1]) for i in range(len(lines) - 1) if lines[i] in CLASSES and
+                    lines[i + 1].endswith("%")]
+            return rows if len(rows) == 3 else None
+        rows = wait_for(top_rows, what="the top-3 classes")
+        assert [name for name, _ in rows] == [name for name, _ in expected.top]
+        assert [int(p[:-1]) for _, p in rows] == [round(100 * q) for _, q in expected.top]
+        cams = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#gradcam img"), what="the Grad-CAM image")
+        assert cams[0].size["width"] > 100
+        assert f"Grad-CAM: {expected.top[0][0]}" in browser.find_element(By.CSS_SELECTOR, "#gradcam").text
+        browser.find_element(By.CSS_SELECTOR, "#show-wrong input[type=checkbox]").click()
+        shown = wait_for(lambda: (lambda imgs: imgs if len(imgs) == 10 else None)(
+            browser.find_elements(By.CSS_SELECTOR, "#misclassified img")), what="10 misclassified images")
+        assert len(shown) == 10
+        first = f"true: {CLASSES[int(loaded.gallery_labels[0])]}, predicted: {CLASSES[int(loaded.gallery_predicted[0])]}"
+        assert first in browser.find_element(By.CSS_SELECTOR, "#misclassified").text
+    finally:
+        browser.quit()
+        proc.terminate()
+        proc.wait(timeout=30)
