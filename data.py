@@ -267,6 +267,14 @@ def read_cache(path, files):
         return None
 
 
+def describe(d: Cifar10, synthetic=False) -> dict:
+    """What a run's record says of its data: the source, the counts, and what the held-out images
+    are ("test", or "validation" when test_batch is a split of the training images: then every
+    "test" key of the record holds validation figures)."""
+    return {"source": "synthetic" if synthetic else "cifar10", "train_images": len(d.train_labels),
+            "test_images": len(d.test_labels), "eval_split": d.eval_split}
+
+
 def synthetic_cifar10(n_train=2560, n_test=1000, seed=0, noise=0.35) -> Cifar10:
     """CIFAR-shaped uint8 data with learnable classes, for offline runs and tests.
 

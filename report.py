@@ -56,6 +56,14 @@ def data_label(record) -> str:
     return f"synthetic {split}" if record["data"]["source"] == "synthetic" else split
 
 
+def start_line(record) -> str:
+    """The log's first line: the device and precision, and how many images of what."""
+    rt, d = record["runtime"], record["data"]
+    return (f"device {rt['device']} ({rt.get('gpu', rt['cpu'])}), precision {rt['precision']}; "
+            f"{d['train_images']:,} training and {d['test_images']:,} {d['eval_split']} images"
+            + (" (synthetic)" if d["source"] == "synthetic" else ""))
+
+
 def mistakes(labels, final_eval):
     """Indices of the misclassified held-out images, the most confident mistakes first."""
     preds, confs = final_eval["preds"].cpu(), final_eval["confidences"].float().cpu()

@@ -367,14 +367,8 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
         rt = utils.pick_runtime(cfg.device, cfg.precision)
         data = load_data(cfg)
         split = data.eval_split                    # "test", or "validation": a split of training images
-        run.describe(rt.describe(), {"source": "synthetic" if cfg.synthetic else "cifar10",
-                                     "train_images": len(data.train_labels), "test_images": len(data.test_labels),
-                                     "eval_split": split})
-        print(f"device {rt.device} ({run.record['runtime'].get('gpu', run.record['runtime']['cpu'])}), precision "
-              f"{rt.precision}; {len(data.train_labels):,} training and {len(data.test_labels):,} {split} images"
-              + (" (synthetic)" if cfg.synthetic else ""))
-        for warning in settings.warnings(cfg):
-            print(warning)
+        run.describe(rt.describe(), cifar.describe(data, cfg.synthetic))
+        print(report.start_line(run.record), *settings.warnings(cfg), sep="\n")
 
         # The data on the device: training batches augmented there, the held-out images in order.
         train_loader = cifar.DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, train=True,

@@ -95,7 +95,7 @@ def default_data_name(record) -> str:
     d = record["data"]
     if d["source"] == "synthetic":
         return (f"{d['test_images']:,} held-out images of synthetic data of CIFAR-10's shape, which says nothing about "
-                "real pictures")
+                "CIFAR-10")
     if d.get("eval_split") == "validation":
         return f"a validation split of {d['test_images']:,} images held out from its training images"
     return f"the {d['test_images']:,} images of the CIFAR-10 test set"

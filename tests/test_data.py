@@ -198,7 +198,7 @@ def test_a_cache_without_the_split_name_is_rebuilt_from_the_files(tmp_path):
     write_cifar_folder(tmp_path, n_per_batch=3)
     label_test_batch(tmp_path, "validation split")
     d = data.load_cifar10(tmp_path, download=False, cache=False)
-    old = {k: v for k, v in d._asdict().items() if k != "eval_split"}      # as an earlier version wrote it
+    old = {k: v for k, v in d._asdict().items() if k != "eval_split"}      # no split name, no fingerprint
     torch.save({**old, "classes": list(d.classes)}, tmp_path / data.CACHE_NAME)
     # Without the files it cannot be rebuilt: a clear error, and the old cache is not deleted.
     folder = tmp_path / "cifar-10-batches-py"

@@ -198,8 +198,8 @@ def test_a_validation_split_is_named_so_in_the_log_the_record_every_picture_and_
     label_test_batch(tmp_path, "validation split")
     titles, calls = {}, {}
     drawing_recorder(monkeypatch, titles, calls)
-    real_data = {k: v for k, v in QUICK.items() if not k.startswith("synthetic")}
-    r = train.main(**{**real_data, "epochs": 1}, data_dir=str(tmp_path), download=False, subset=128,
+    from_files = {k: v for k, v in QUICK.items() if not k.startswith("synthetic")}
+    r = train.main(**{**from_files, "epochs": 1}, data_dir=str(tmp_path), download=False, subset=128,
                    lr_min=0.02, lr_max=0.2, out_dir=str(tmp_path / "out"))
     out = capsys.readouterr().out
     assert r["data"]["eval_split"] == "validation" and r["data"]["test_images"] == 40

@@ -69,11 +69,11 @@ def test_requirements_dev_adds_every_tool_the_tests_import_to_the_run_time_requi
 
 def test_no_module_reaches_into_another_modules_private_names():
     """A helper used across modules is part of its module's interface: it has a public name and
-    a docstring (STYLE.md, habit 10). So no module or experiment calls `utils._x`, `train._x`..."""
+    a docstring (STYLE.md, habit 10). So no module, experiment or app file calls `utils._x`, `train._x`..."""
     modules = {os.path.splitext(f)[0] for f in os.listdir(ROOT) if f.endswith(".py")}
     scripts = [os.path.join(ROOT, f) for f in os.listdir(ROOT) if f.endswith(".py")]
-    scripts += [os.path.join(ROOT, "experiments", f) for f in os.listdir(os.path.join(ROOT, "experiments"))
-                if f.endswith(".py")]
+    scripts += [os.path.join(ROOT, folder, f) for folder in ("experiments", "app")
+                for f in os.listdir(os.path.join(ROOT, folder)) if f.endswith(".py")]
     reached = []
     for path in scripts:
         with open(path) as f:
