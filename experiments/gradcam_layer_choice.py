@@ -19,10 +19,10 @@ import time
 
 import torch
 
-import data as cifar
 import predict
 import utils
 from custom_resnet import CIFAR10_MEAN, CIFAR10_STD
+from experiments.gradcam_layers import model_data_and_layers
 
 
 def probabilities(model, images_float, classes, batch=250):
@@ -73,12 +73,7 @@ def main():
     p.add_argument("--layers", default="layer3,layer2,layer1,prep", help="comma-separated layer names")
     p.add_argument("--out", default="", help="write the record (JSON) here")
     a = p.parse_args()
-    try:
-        layers = [predict.check_layer(name) for name in a.layers.split(",")]
-        model = predict.load_model(a.model)
-        d = cifar.load_cifar10(a.data_dir, download=False)
-    except utils.UsageError as e:
-        sys.exit(f"error: {e}")
+    layers, model, d = model_data_and_layers(a)
     torch.manual_seed(0)
     images = d.test_images[:a.n]
     t0 = time.perf_counter()

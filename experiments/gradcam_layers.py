@@ -17,6 +17,15 @@ import predict
 import utils
 
 
+def model_data_and_layers(args):
+    """The --layers checked, the --model and the data folder's images, or one line and exit 2."""
+    try:
+        layers = [predict.check_layer(name) for name in args.layers.split(",")]
+        return layers, predict.load_model(args.model), cifar.load_cifar10(args.data_dir, download=False)
+    except utils.UsageError as e:
+        sys.exit(f"error: {e}")
+
+
 def main():
     p = argparse.ArgumentParser(prog="python -m experiments.gradcam_layers", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="a model.pt written by train.py")
@@ -28,12 +37,7 @@ def main():
                    "(default: 'test images', or 'validation images' on a validation split)")
     p.add_argument("--out", default="gradcam_layers.png")
     a = p.parse_args()
-    try:
-        layers = [predict.check_layer(name) for name in a.layers.split(",")]
-        model = predict.load_model(a.model)
-        d = cifar.load_cifar10(a.data_dir, download=False)
-    except utils.UsageError as e:
-        sys.exit(f"error: {e}")
+    layers, model, d = model_data_and_layers(a)
     images, labels = d.test_images[a.start:a.start + a.n], d.test_labels[a.start:a.start + a.n]
     preds = predict.predict(model, images, precision="fp32")
     classes = [cifar.CLASSES.index(q.top[0][0]) for q in preds]
