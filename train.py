@@ -7,10 +7,9 @@
 
     import train; record = train.main(epochs=24)   # from Python or a notebook
 
-In the order a run happens: the hyperparameters, the one-cycle schedule, the data, the model and
-its optimizer, LRMIN and LRMAX, a step, an epoch, an evaluation, the run (`train`), `main`. The
-rest lives in the module named for it: settings.py (flags and their checks), checkpoint.py (the
-run's files), report.py (its pictures), series.py (--seeds), utils.py (device, precision, errors).
+In the order a run happens: hyperparameters, one-cycle, data, model and optimizer, LRMIN and LRMAX,
+step, epoch, evaluation, the run (`train`), `main`. The machinery lives in modules named for it:
+settings.py, checkpoint.py (the run's files), report.py, series.py (--seeds), utils.py.
 """
 import copy
 import dataclasses
@@ -54,12 +53,10 @@ class Config(settings.Settings):
                                       "found by the LR range test")
     momentum: float = setting(0.9, "SGD momentum")
     nesterov: bool = setting(True, "Nesterov momentum (--no-nesterov for heavy-ball)")
-    weight_decay: float = setting(5e-4, "L2 weight decay, on every parameter unless --no-bn-weight-decay "
-                                  "(Page's ResNet-9: every parameter)")
+    weight_decay: float = setting(5e-4, "L2 weight decay (on every parameter, as Page's, unless --no-bn-weight-decay)")
     bn_weight_decay: bool = setting(True, "weight decay on BatchNorm's scales and shifts too, as in Page's "
                                     "ResNet-9 (--no-bn-weight-decay: on the conv and FC weights only)")
-    label_smoothing: float = setting(0.0, "label smoothing of the loss (Page's final version uses 0.2)",
-                                     "0, none")
+    label_smoothing: float = setting(0.0, "label smoothing of the loss (Page's final version uses 0.2)", "0, none")
     ema_epochs: float = setting(0.0, "evaluate an exponential moving average of the weights (and BatchNorm "
                                 "statistics) with this time constant in epochs, instead of the trained "
                                 "weights (Page's bag of tricks)", "0, off")
@@ -161,13 +158,10 @@ def load_data(cfg: Config) -> cifar.Cifar10:
 # The model and what changes it: SGD, the loss, fp16's grad scaler, the weight average
 
 class WeightAverage:
-    """An exponential moving average of a model's weights and BatchNorm statistics, updated after
-    every step: avg = d * avg + (1 - d) * current, the model the run evaluates when --ema-epochs
-    is set (Polyak averaging; Page's "bag of tricks" averages every 5 steps with 0.99).
-
-    d = exp(-1 / (ema_epochs * steps_per_epoch)): the average forgets with a time constant of
-    ema_epochs epochs whatever the data size. It starts from the weights it is given; their share
-    of the final average is e^(-epochs / ema_epochs): e^-12 for 2 of 24."""
+    """--ema-epochs: an exponential moving average of the weights and BatchNorm statistics, updated
+    after every step, avg = d * avg + (1 - d) * current (Polyak averaging; Page's "bag of tricks").
+    d = exp(-1 / (ema_epochs * steps_per_epoch)): a time constant of ema_epochs epochs whatever the
+    data size; the weights it starts from keep e^(-epochs / ema_epochs) of the final average."""
 
     def __init__(self, model, ema_epochs, steps_per_epoch):
         self.model = copy.deepcopy(model).eval()
@@ -250,8 +244,7 @@ def find_lrs(cfg: Config, learner: Learner, train_loader):
         return cfg.lr_max / cfg.lr_min_factor, cfg.lr_max, f"lr_max given, lr_min = lr_max / {cfg.lr_min_factor:g}", None
     if cfg.lr_min is not None:
         return cfg.lr_min, cfg.lr_min * cfg.lr_min_factor, f"lr_min given, lr_max = lr_min * {cfg.lr_min_factor:g}", None
-    # Its own draws (seed + 1): the training data order does not depend on whether a test ran.
-    loader = train_loader.reseeded(cfg.seed + 1)
+    loader = train_loader.reseeded(cfg.seed + 1)      # its own draws: the training data order stays as it is
     iters = cfg.lr_test_iters or lr_finder.default_num_iter(loader)      # smoothing: lr_finder's default
     print(f"LR range test: {iters} steps, LR {cfg.lr_test_start:g} -> {cfg.lr_test_end:g} "
           f"(costs about {iters / len(loader):.1f} epochs of training)")
@@ -346,8 +339,7 @@ def evaluate(model, loader, rt, tta=False):
 def compile_now(learner: Learner, batch, test_loader) -> float:
     """--compile: torch.compile the model and compile it at once, on one training step and one
     evaluation pass, so its time is measured apart from training's; the step is then undone."""
-    # dynamic=False: one static graph per batch size (training, evaluation, a last partial
-    # evaluation batch) instead of a dynamic-shape graph once the eval batch size differs.
+    # dynamic=False: a static graph per batch size (training, evaluation, a last partial batch).
     learner.net = torch.compile(learner.model, dynamic=False)
     t0, saved = time.perf_counter(), copy.deepcopy(learner.state_dict())
     train_step(learner, *batch)
