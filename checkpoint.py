@@ -1,7 +1,8 @@
 """What a run keeps on disk so that nothing is lost: its record, its checkpoint, its weights.
 
-metrics.json (the record), checkpoint.pt and model.pt are each written whole or not at all, and
-read back only as tensors, verified: the archive's checksums, every entry, every value finite.
+metrics.json (the record), checkpoint.pt and model.pt are each written whole or not at all; a
+checkpoint is read back verified (weights.py: the archive's checksums, tensors only, every value
+finite) and then every entry, its type and its counters.
 
     with checkpoint.Run(cfg, ckpt) as run:      # claims cfg.out_dir for this run alone
         ...                                     # every epoch: run.end_epoch(...)
@@ -11,70 +12,40 @@ A run that stops early (Ctrl-C, SIGTERM, divergence, a write that fails) leaves 
 whole, a metrics.json that says why, and one line that says how to go on (`Run.__exit__`).
 """
 import dataclasses
+import errno
 import json
+import math
 import os
 import signal
 import threading
-import zipfile
 
 import torch
 
+import lr_finder
 import utils
+from utils import Diverged, Interrupted, Terminated, UsageError, WriteFailed
+from weights import FORMAT, check_archive, first_non_finite, load_torch_file
 
 try:
     import fcntl                     # POSIX: the folder lock; Windows runs without one
 except ImportError:
     fcntl = None
-from utils import Diverged, Interrupted, Terminated, UsageError, WriteFailed
 
-FORMAT = "custom-resnet-cifar10 checkpoint v1"
 STATE = ("epoch", "step", "history", "lr_min", "lr_max", "lr_source", "lr_range_test")   # a run's counters
 # A checkpoint's entries and their types ("average" is absent from checkpoints made before
 # --ema-epochs existed: it then means None).
 ENTRIES = {"model": dict, "optimizer": dict, "scaler": dict, "rng": dict, "loader_epoch": int, "config": dict,
            "epoch": int, "step": int, "history": list, "lr_min": (int, float), "lr_max": (int, float),
            "lr_source": str, "lr_range_test": (dict, type(None)), "average": (dict, type(None))}
+HISTORY = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "test_correct", "test_n",
+           "train_seconds", "eval_seconds")                    # the numbers of every epoch's history entry
 RUN_FILES = ("metrics.json", "checkpoint.pt", "model.pt", "images.pt", "README.md", "curves.png",
              "lr_range_test.png", "lr_schedule.png", "confusion.png", "misclassified.png", "gradcam.png")
 LOCK = ".run.lock"
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading files back, verified
-
-def check_archive(path, label, advice):
-    """A torch file is a zip archive whose members carry CRC-32 checksums, which torch.load does
-    not check: a flipped bit would load as a wrong weight. UsageError naming the damaged member."""
-    if not zipfile.is_zipfile(path):
-        return                               # not an archive: torch.load says what it is
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()          # reads every member and checks its CRC-32
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise UsageError(f"{label}: a damaged file ({utils.first_line(e)}); {advice}") from None
-    if bad is not None:
-        raise UsageError(f"{label}: a damaged file (the checksum of {bad} does not match: a flipped bit or a "
-                         f"broken copy); {advice}")
-
-
-def first_non_finite(named_tensors) -> str:
-    """The name of the first floating-point tensor holding NaN or inf, or "" when all are finite.
-    named_tensors: {name: tensor} or nested dicts of them (an optimizer's state)."""
-    flat = {}
-
-    def walk(prefix, value):
-        if isinstance(value, torch.Tensor):
-            if value.is_floating_point():
-                flat[prefix] = value
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-    walk("", named_tensors)
-    if not flat:
-        return ""
-    finite = torch.stack([torch.isfinite(t).all().to("cpu") for t in flat.values()])    # one sync, not one a tensor
-    return "" if bool(finite.all()) else list(flat)[int((~finite).nonzero()[0])]
-
+# Reading a checkpoint back, verified
 
 def read_checkpoint(path) -> dict:
     """The checkpoint.pt at `path`, verified: its archive's checksums, then (torch.load with
@@ -83,7 +54,7 @@ def read_checkpoint(path) -> dict:
     label, advice = f"--resume {path}", "give the checkpoint.pt of an earlier run"
     if os.path.isfile(path):
         check_archive(path, label, advice)
-    ckpt = utils.load_torch_file(path, label, "checkpoint", advice)
+    ckpt = load_torch_file(path, label, "checkpoint", advice)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"{label}: not a checkpoint of this trainer (expected a "
                          f"checkpoint.pt written by train.py). To load bare weights, use model.pt.")
@@ -94,8 +65,23 @@ def read_checkpoint(path) -> dict:
             raise UsageError(f"{label}: a malformed checkpoint (no entry {key!r}); {advice}")
         if not isinstance(ckpt[key], kind) or (kind is int and isinstance(ckpt[key], bool)):
             raise UsageError(f"{label}: a malformed checkpoint ({key!r} is a {type(ckpt[key]).__name__}); {advice}")
-    if not isinstance(ckpt["rng"].get("torch"), torch.Tensor) or "state" not in ckpt["optimizer"]:
-        raise UsageError(f"{label}: a malformed checkpoint (its random state or optimizer state is missing); {advice}")
+    rng = ckpt["rng"].get("torch")
+    if (not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.numel() != torch.get_rng_state().numel()
+            or not isinstance(ckpt["optimizer"].get("state"), dict)):
+        raise UsageError(f"{label}: a malformed checkpoint (its random state or optimizer state is not one); {advice}")
+    lr_min, lr_max = ckpt["lr_min"], ckpt["lr_max"]
+    if not (math.isfinite(lr_min) and math.isfinite(lr_max) and 0 < lr_min <= lr_max):
+        raise UsageError(f"{label}: a malformed checkpoint (LRMIN {lr_min}, LRMAX {lr_max}: not 0 < LRMIN <= LRMAX); "
+                         f"{advice}")
+    for entry in ckpt["history"]:
+        if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool) and math.isfinite(entry[k])
+                for k in HISTORY):
+            raise UsageError(f"{label}: a malformed checkpoint (a history entry without the numbers of an epoch: "
+                             f"{', '.join(HISTORY)}); {advice}")
+    found = ckpt["lr_range_test"]
+    if found is not None and set(found) != {f.name for f in dataclasses.fields(lr_finder.RangeTestResult)}:
+        raise UsageError(f"{label}: a malformed checkpoint (its range test is not one); {advice}")
     bad = first_non_finite({"model": ckpt["model"], "average": ckpt.get("average") or {},
                             "optimizer": ckpt["optimizer"]["state"]})
     if bad:
@@ -106,24 +92,6 @@ def read_checkpoint(path) -> dict:
         raise UsageError(f"{label}: its counters disagree (epoch {ckpt['epoch']}, {len(epochs)} epochs of history, "
                          f"loader pass {ckpt['loader_epoch']}): an altered checkpoint; {advice}")
     return ckpt
-
-
-def read_weights(path, use) -> dict:
-    """The state_dict in a model.pt, verified like a checkpoint (checksums, weights_only, every
-    value finite); UsageError saying `use` (what to give instead) otherwise."""
-    if os.path.isfile(path):
-        check_archive(path, path, use)
-    state = utils.load_torch_file(path, path, "weights file", use)
-    if isinstance(state, dict) and state.get("format") == FORMAT:
-        beside = os.path.join(os.path.dirname(path), "model.pt")
-        raise UsageError(f"{path} is a training checkpoint (for python train.py --resume); give the "
-                         f"weights written beside it: {beside}")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UsageError(f"{path}: not a state_dict of weights; {use}")
-    bad = first_non_finite(state)
-    if bad:
-        raise UsageError(f"{path}: broken weights ({bad} holds NaN or inf): they cannot classify; {use}")
-    return state
 
 
 def restore(ckpt, learner, loader, path):
@@ -158,18 +126,25 @@ def holds_run(out_dir) -> str:
     record = record if isinstance(record, dict) else {}
     files = [f for f in ("checkpoint.pt", "model.pt") if os.path.exists(os.path.join(out_dir, f))]
     history = record.get("history") if isinstance(record.get("history"), list) else []
+    seeds = sorted(f for f in os.listdir(out_dir) if f.startswith("seed-") and os.path.isdir(os.path.join(out_dir, f))) \
+        if os.path.isdir(out_dir) else []
+    if os.path.exists(os.path.join(out_dir, "summary.json")) or any(
+            os.path.exists(os.path.join(out_dir, f, "metrics.json")) for f in seeds):
+        return f"a series of runs over seeds ({len(seeds)} folders seed-<s>)"
     if not files and not history:
         return ""
     status = record.get("status", "unknown")
     if status == "complete" and isinstance(record.get("test_accuracy"), (int, float)):
-        split = (record.get("data") or {}).get("eval_split", "test")
+        data = record.get("data") or {}
+        split = ("synthetic " if data.get("source") == "synthetic" else "") + data.get("eval_split", "test")
         return f"a complete run: {record['test_accuracy']:.2f}% {split} accuracy after {len(history)} epochs"
     return f"a run that is {status} after epoch {len(history)}" if history else f"a run's {' and '.join(files)}"
 
 
 class _FolderLock:
     """An exclusive lock on out_dir/.run.lock (fcntl.flock, released by the system if the process
-    dies), holding the owner's process id. Where fcntl is missing, no lock."""
+    dies), holding the owner's process id; removed when the run ends. Where fcntl is missing
+    (Windows) or the file system refuses locks, the run goes on without one."""
 
     def __init__(self, out_dir):
         self.path, self.file = os.path.join(out_dir, LOCK), None
@@ -177,25 +152,35 @@ class _FolderLock:
     def acquire(self):
         if fcntl is None:
             return
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            owner = f.read().strip() or "unknown"
+        for _ in range(3):           # the lock file may be removed by its owner between open and flock
+            f = open(self.path, "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                f.seek(0)
+                owner = f.read().strip() or "unknown"
+                f.close()
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise UsageError(f"another run is writing to {os.path.dirname(self.path)} (process {owner}): wait "
+                                     "for it to end, or give this one another --out-dir") from None
+                return                                   # no locks on this file system
+            try:
+                same = os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:                                     # the file we locked is still the lock file
+                f.seek(0)
+                f.truncate()
+                f.write(str(os.getpid()))
+                f.flush()
+                self.file = f
+                return
             f.close()
-            raise UsageError(f"another run is writing to {os.path.dirname(self.path)} (process {owner}): wait for "
-                             "it to end, or give this one another --out-dir") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self.file = f
 
     def release(self):
         if self.file is not None:
             try:
-                os.remove(self.path)
+                os.remove(self.path)         # removed while locked: a run that opened it sees it is gone
             except OSError:
                 pass
             fcntl.flock(self.file, fcntl.LOCK_UN)
@@ -231,7 +216,7 @@ class Run:
             self.record.update({k: ckpt[k] for k in STATE[2:]})
             self.saved = (ckpt["epoch"], cfg.resume)
             self._add_up_timings()
-        self._lock, self._sigterm = _FolderLock(self.out_dir), None
+        self._lock, self._sigterm, self._replaced = _FolderLock(self.out_dir), None, ""
 
     def __enter__(self):
         utils.ensure_writable_dir(self.out_dir)
@@ -250,22 +235,29 @@ class Run:
         raise _SigTerm()
 
     def _claim(self):
-        """A new run (or a resumed one written elsewhere) never lands on another run's files."""
+        """A new run (or a resumed one written elsewhere) never lands on another run's files: it
+        is refused, or, with --overwrite, those files are removed when the run begins (so a run
+        refused for its settings or its data changes nothing)."""
         resumed_here = self.ckpt is not None and os.path.samefile(os.path.dirname(os.path.abspath(self.cfg.resume)),
                                                                   self.out_dir)
         held = "" if resumed_here else holds_run(self.out_dir)
-        if not held:
-            return
-        if not self.cfg.overwrite:
-            go_on = ("" if held.startswith("a complete") else
+        if held and not self.cfg.overwrite:
+            go_on = ("" if held.startswith("a complete") or held.startswith("a series") else
                      f"to continue it, --resume {self.paths['checkpoint.pt']}; ")
             raise UsageError(f"{self.out_dir} already holds {held}. Nothing was changed: {go_on}to keep it, give this "
                              "run another --out-dir; to replace it, add --overwrite (overwrite=True)")
-        for name in RUN_FILES:
-            path = os.path.join(self.out_dir, name)
-            if os.path.exists(path):
-                os.remove(path)
-        print(f"--overwrite: removed {held} from {self.out_dir}")
+        self._replaced = held
+
+    def begin(self, runtime, data):
+        """The settings, device and data are good: the run begins. The record gets its
+        description of the hardware and the data; an --overwrite removes the earlier run's files now."""
+        if self._replaced:
+            for name in RUN_FILES:
+                path = os.path.join(self.out_dir, name)
+                if os.path.exists(path):
+                    os.remove(path)
+            print(f"--overwrite: removed {self._replaced} from {self.out_dir}")
+        self.record.update(runtime=runtime, data=data)
 
     def __exit__(self, kind, error, traceback):
         """A run that stops early says so in metrics.json and in one line: Ctrl-C and SIGTERM
@@ -291,11 +283,7 @@ class Run:
             raise WriteFailed(f"{what}; {self.where_to_resume(kept='intact')}") from None
         return False
 
-    # ----- what the run is -------------------------------------------------------------------
-    def describe(self, runtime, data):
-        """The record's description of the hardware and the data (their places in it are kept)."""
-        self.record.update(runtime=runtime, data=data)
-
+    # ----- the LRs ----------------------------------------------------------------------------
     def set_lrs(self, lr_min, lr_max, source, range_test):
         """LRMIN and LRMAX as given or found (range_test: the RangeTestResult's dict, or None)."""
         self.record.update(lr_min=lr_min, lr_max=lr_max, lr_source=source, lr_range_test=range_test)

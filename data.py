@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from custom_resnet import CIFAR10_MEAN, CIFAR10_STD, CLASSES   # the network's input and classes
-from checkpoint import check_archive
 from utils import UsageError, atomic_torch_save
+from weights import check_archive
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"   # the official archive's MD5
@@ -359,8 +359,8 @@ def gather_rows(store, starts, size=32):
     """The rows `index_select(rows_view(store, size), 0, starts)` selects, gathered byte by byte.
 
     For MPS, whose index_select first copies a non-contiguous input whole: for the overlapping
-    windows of rows_view that would be 96x the store. On the CPU this is ~9x slower than
-    index_select (0.29 s against 0.03 s for a CIFAR-10 epoch of crops), so only MPS uses it.
+    windows of rows_view that would be 96x the store. On the CPU a gather of every byte is slower
+    than index_select of whole rows, so only MPS uses it.
     """
     return store.reshape(-1)[starts[:, None] * 3 + torch.arange(3 * size, device=store.device)]
 
@@ -424,7 +424,7 @@ class DeviceLoader:
         self.scale = 1 / (255 * std_t)
         self.shift = -torch.tensor(mean, device=self.device) / std_t
         # The same, repeated along a row of 32 pixels-last pixels: (96,). Broadcasting over an
-        # inner dimension of 96 vectorises; over one of 3 it runs ~3x slower on the CPU.
+        # inner dimension of 96 vectorises; over one of 3 it runs several times slower on the CPU.
         self.row_scale, self.row_shift = self.scale.repeat(32), self.shift.repeat(32)
         self.epoch = 0
         if train:

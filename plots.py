@@ -237,7 +237,7 @@ def plot_misclassified(images, labels, preds, confidences, classes, path=None, m
 
 
 def plot_gradcam(images, cams_pred, cams_true, labels, preds, classes, path=None, alpha=0.5,
-                 layer="layer3", max_images=10, mean=None, std=None, split="test"):
+                 layer="layer2", max_images=10, mean=None, std=None, split="test"):
     """Grad-CAM of misclassified images: the image, the map for the predicted class, the map for
     the true class, one row per image (the first max_images).
 

@@ -124,8 +124,9 @@ def draw(record, model, data, found, layer, out_dir):
     if range_test and not os.path.exists(os.path.join(out_dir, "lr_range_test.png")):   # resumed elsewhere
         draw_range_test(range_test, out_dir, synthetic=synthetic)
     plots.plot_curves(record["history"], os.path.join(out_dir, "curves.png"), split=label)
+    note = ("LRs found on synthetic data" if range_test else "synthetic data") if synthetic else ""
     plots.plot_lr_schedule(record["lr_schedule"], record["steps_per_epoch"], os.path.join(out_dir, "lr_schedule.png"),
-                           lr_max=record["lr_max"], note="LRs found on synthetic data" if synthetic and range_test else "")
+                           lr_max=record["lr_max"], note=note)
     plots.plot_confusion(cm, data.classes, os.path.join(out_dir, "confusion.png"), split=label)
     n = len(record["misclassified"])
     plots.plot_misclassified(data.test_images[wrong], data.test_labels[wrong], preds[wrong], confs[wrong],
@@ -214,7 +215,8 @@ def markdown(record, out_dir) -> str:
 
     def picture(name):
         return [f"![{PICTURES[name]}]({name})", ""] if name in pictures else []
-    lines = [f"# Custom ResNet on CIFAR-10: {record['test_accuracy']:.2f}% {label} accuracy", ""]
+    what = "synthetic data" if record["data"]["source"] == "synthetic" else "CIFAR-10"
+    lines = [f"# Custom ResNet on {what}: {record['test_accuracy']:.2f}% {label} accuracy", ""]
     if record["data"]["source"] == "synthetic":
         lines += ["> **Synthetic data.** These numbers check that the pipeline runs; they say nothing about "
                   "accuracy on CIFAR-10.", ""]
@@ -250,13 +252,17 @@ def markdown(record, out_dir) -> str:
     lines += [f"| {c} | {'-' if a is None else f'{a:.2f}%'} |" for c, a in record["per_class_accuracy"].items()]
     lines += [""] + picture("confusion.png")
     shown = record["misclassified"]
-    lines += [f"## {len(shown)} misclassified {label} images", "",
-              f"The most confident of the {record['misclassified_total']:,} mistakes, with the softmax probability "
-              "of the predicted class.", "", "| # | image | true | predicted | confidence |", "|---:|---:|---|---|---:|"]
-    lines += [f"| {i + 1} | {m['index']} | {m['label']} | {m['predicted']} | {100 * m['confidence']:.1f}% |"
-              for i, m in enumerate(shown)]
-    lines += [""] + picture("misclassified.png")
-    if "gradcam" in record and "gradcam.png" in pictures:
+    lines += [f"## {len(shown)} misclassified {label} images", ""]
+    if not shown:
+        lines += ["None: every held-out image was classified correctly." if not record["misclassified_total"] else
+                  f"None shown (`--misclassified 0`) of the {record['misclassified_total']:,} mistakes.", ""]
+    else:
+        lines += [f"The most confident of the {record['misclassified_total']:,} mistakes, with the softmax probability "
+                  "of the predicted class.", "", "| # | image | true | predicted | confidence |", "|---:|---:|---|---|---:|"]
+        lines += [f"| {i + 1} | {m['index']} | {m['label']} | {m['predicted']} | {100 * m['confidence']:.1f}% |"
+                  for i, m in enumerate(shown)]
+        lines += [""] + picture("misclassified.png")
+    if shown and "gradcam" in record and "gradcam.png" in pictures:
         layer, (mh, mw) = record["gradcam"]["layer"], record["gradcam"]["map_size"]
         lines += ["## Grad-CAM", "", f"For each image above, the map of the predicted class beside the map of the true "
                   f"class, taken at `{layer}`, whose map is {mh}x{mw} pixels, upsampled to the image.", ""]

@@ -12,6 +12,7 @@ import json
 import os
 import statistics
 
+import checkpoint
 import utils
 from utils import Diverged, Interrupted, UsageError
 
@@ -217,6 +218,12 @@ def run_seeds(main, cfg) -> dict:
     if cfg.resume:
         raise UsageError("--resume continues one run; to continue a series, run the same --seeds "
                          "command again (finished runs are kept)")
+    if cfg.overwrite:
+        raise UsageError("--overwrite starts one run over; a series keeps its finished runs: to start a series "
+                         "over, give another --out-dir or delete its folder")
+    held = checkpoint.holds_run(cfg.out_dir)
+    if held and not held.startswith("a series"):
+        raise UsageError(f"{cfg.out_dir} already holds {held}. Nothing was changed: give the series another --out-dir")
     utils.ensure_writable_dir(cfg.out_dir)
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
     config, code, rows = dataclasses.asdict(cfg), utils.code_version(), []

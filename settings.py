@@ -18,18 +18,15 @@ import shlex
 import sys
 from typing import Optional
 
-import torch
-
 import checkpoint
 import gradcam
 import lr_finder
-from custom_resnet import CustomResNet
+from predict import MIN_MAP_SIZE, gradcam_layers
 from utils import Interrupted, UsageError
 
 # Settings that a resumed run may change; every other one must match the checkpoint's.
 RESUME_FREE = {"data_dir", "out_dir", "download", "resume", "device", "precision", "compile",
                "eval_batch_size", "log_every", "plots", "progress", "gradcam_layer", "misclassified", "overwrite"}
-GRADCAM_MIN_SIZE = 5     # the course's graders refuse Grad-CAM from a channel under 5x5 pixels
 DESCRIPTION = ("Train the custom ResNet on CIFAR-10: LR range test, one-cycle SGD, evaluation after every "
                "epoch on the data folder's test_batch, plots, a report, checkpoints.")
 EXAMPLES = f"""examples:
@@ -50,11 +47,6 @@ def setting(default, help, default_in_words=None, group=None):
     and, on the first field of each group of --help, the group's title."""
     return dataclasses.field(default=default, metadata={"help": help, "default_in_words": default_in_words,
                                                         "group": group})
-
-
-def gradcam_layers() -> dict:
-    """{name: (h, w)}: the parts of CustomResNet Grad-CAM can be taken at for a 32x32 image."""
-    return gradcam.map_sizes(CustomResNet(width=1), torch.zeros(1, 3, 32, 32))
 
 
 class Settings:
@@ -274,8 +266,8 @@ def validate(cfg):
 def warnings(cfg) -> list:
     """Settings that run but that a user should hear about first, one line each."""
     h, w = gradcam_layers()[cfg.gradcam_layer]
-    if cfg.plots and min(h, w) < GRADCAM_MIN_SIZE:
+    if cfg.plots and min(h, w) < MIN_MAP_SIZE:
         return [f"warning: Grad-CAM at {cfg.gradcam_layer} gives a {h}x{w} map; the course's graders refuse maps "
-                f"from a channel under {GRADCAM_MIN_SIZE}x{GRADCAM_MIN_SIZE} pixels: use --gradcam-layer layer2 "
+                f"from a channel under {MIN_MAP_SIZE}x{MIN_MAP_SIZE} pixels: use --gradcam-layer layer2 "
                 "(8x8) or layer1 (16x16) for an assignment"]
     return []

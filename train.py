@@ -32,6 +32,7 @@ import report
 import series
 import settings
 import utils
+import weights
 from custom_resnet import CustomResNet
 from settings import setting
 
@@ -236,8 +237,7 @@ def build(cfg: Config, rt: utils.Runtime, steps_per_epoch: int) -> Learner:
 # LRMIN and LRMAX: given, or found by the LR range test
 
 def find_lrs(cfg: Config, learner: Learner, train_loader):
-    """-> (lr_min, lr_max, how, range test result as a dict or None). The model and the optimizer
-    are left exactly as they were (the range test restores them)."""
+    """-> (lr_min, lr_max, how, range test result as a dict or None); the model is left as it was."""
     if cfg.lr_min is not None and cfg.lr_max is not None:
         return cfg.lr_min, cfg.lr_max, "given", None
     if cfg.lr_max is not None:
@@ -306,18 +306,18 @@ def train_one_epoch(learner: Learner, loader, lr_at, epoch, cfg: Config):
             if i == 0 or (i + 1) % cfg.log_every == 0 or i + 1 == n:
                 if first_bad.item() >= 0:                    # the one host-device sync point
                     raise FloatingPointError(int(first_bad))
-                # The course's log line, from the sums of the epoch so far.
-                bar.set_description(f"Epoch {epoch}/{cfg.epochs} Loss={loss_sum.item() / seen:.4f} Batch_id={i} "
-                                    f"Accuracy={100 * correct.item() / seen:.2f}")
+                line = (f"Epoch {epoch}/{cfg.epochs} Loss={loss_sum.item() / seen:.4f} Batch_id={i} "   # the course's
+                        f"Accuracy={100 * correct.item() / seen:.2f}")                          # log line
+                bar.set_description(line)
+    if not cfg.progress:
+        print(line)                          # no bar: the course's line, once an epoch
     return loss_sum.item() / seen, 100 * correct.item() / seen
 
 
 @torch.inference_mode()
 def evaluate(model, loader, rt, tta=False):
-    """Mean loss, correct count, and per-image predictions and confidences on `loader`.
-
-    tta: flip test-time augmentation (airbench's TTA level 1): the mean of the logits of each
-    image and of its mirror image. Costs a second forward pass."""
+    """Mean loss, correct count, and per-image predictions and confidences on `loader`. tta: flip
+    test-time augmentation (airbench's level 1), the mean of the logits of each image and its mirror."""
     model.eval()
     loss_sum = torch.zeros((), device=rt.device)
     preds, confs = [], []
@@ -337,8 +337,8 @@ def evaluate(model, loader, rt, tta=False):
 
 
 def compile_now(learner: Learner, batch, test_loader) -> float:
-    """--compile: torch.compile the model and compile it at once, on one training step and one
-    evaluation pass, so its time is measured apart from training's; the step is then undone."""
+    """--compile: compile the model now, on a training step (then undone) and an evaluation pass,
+    so that its time is measured apart from training's."""
     # dynamic=False: a static graph per batch size (training, evaluation, a last partial batch).
     learner.net = torch.compile(learner.model, dynamic=False)
     t0, saved = time.perf_counter(), copy.deepcopy(learner.state_dict())
@@ -359,7 +359,7 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
         rt = utils.pick_runtime(cfg.device, cfg.precision)
         data = load_data(cfg)
         split = data.eval_split                    # "test", or "validation": a split of training images
-        run.describe(rt.describe(), cifar.describe(data, cfg.synthetic))
+        run.begin(rt.describe(), cifar.describe(data, cfg.synthetic))
         print(report.start_line(run.record), *settings.warnings(cfg), sep="\n")
 
         # The data on the device: training batches augmented there, the held-out images in order.
@@ -401,7 +401,7 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
             timer.start()
             ev = evaluate(learner.evaluated, test_loader, rt, cfg.tta)
             eval_seconds = timer.stop()
-            broken = checkpoint.first_non_finite(learner.state_dict())      # weights, statistics, momentum
+            broken = weights.first_non_finite(learner.state_dict())      # weights, statistics, momentum
             if broken or not math.isfinite(ev["loss"]):
                 # The last update of the epoch broke the weights (the training loss of a step is
                 # measured before its update): never checkpoint them.

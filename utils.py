@@ -139,8 +139,8 @@ def code_version(repo=os.path.dirname(os.path.abspath(__file__))) -> dict:
 
 
 def cpu_supports_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels (AVX512-BF16 or AMX): there bf16 is ~3x faster
-    than fp32; elsewhere it is emulated and slower than fp32."""
+    """True when oneDNN has native bf16 kernels (AVX512-BF16 or AMX): there bf16 is several times
+    faster than fp32 (docs/performance.md); elsewhere it is emulated and slower than fp32."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -231,22 +231,6 @@ def atomic_write(path, write):
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (at most 200 characters), for one-line errors."""
     return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-
-
-def load_torch_file(path, label, what, advice):
-    """torch.load(path) onto the CPU with weights_only=True: tensors and plain containers only,
-    nothing in the file can run code. A missing file, a folder or an unreadable file is a
-    UsageError: "<label>: no such file; <advice>" and the like (label names the file, e.g.
-    "--resume out/checkpoint.pt"; what is the kind of file expected, e.g. "checkpoint")."""
-    if not os.path.exists(path):
-        raise UsageError(f"{label}: no such file; {advice}")
-    if os.path.isdir(path):
-        raise UsageError(f"{label} is a folder; {advice}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:   # truncated, corrupted, not a torch file, or holding code: do not use it
-        raise UsageError(f"{label}: not a readable {what} ({type(e).__name__}: {first_line(e)}); "
-                         f"{advice}") from None
 
 
 def atomic_torch_save(obj, path):

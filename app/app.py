@@ -14,6 +14,7 @@ the training code, downloads nothing and runs on a CPU. The functions below work
 which is imported by `build` alone, so they are tested directly.
 """
 import json
+import math
 import os
 
 import torch
@@ -25,7 +26,6 @@ from utils import UsageError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES = ("prep", "layer1", "layer2", "layer3")      # the network's parts offered for Grad-CAM
-MIN_MAP = 5                                          # the course's graders refuse maps under 5x5 pixels
 SHOWN = 160                                          # pixels a side of a picture on the page (32 upsampled)
 
 
@@ -50,18 +50,26 @@ class Space:
 
 def layer_choices() -> list:
     """(label, name) of the layers Grad-CAM is offered at: those whose map is at least 5x5 first,
-    finest last among them, then the coarse ones, each named with its map size."""
-    sizes = predict.gradcam_layers()
-    stages = sorted(STAGES, key=lambda n: (min(sizes[n]) < MIN_MAP, -min(sizes[n]) if min(sizes[n]) < MIN_MAP
-                                           else min(sizes[n])))
-    return [(f"{n} ({sizes[n][0]}x{sizes[n][1]}" + (f", under {MIN_MAP}x{MIN_MAP})" if min(sizes[n]) < MIN_MAP else ")"), n)
-            for n in stages]
+    coarse to fine, then the smaller ones, each named with its map size."""
+    sizes, least = predict.gradcam_layers(), predict.MIN_MAP_SIZE
+
+    def label(n):
+        (h, w), small = sizes[n], min(sizes[n]) < least
+        return f"{n} ({h}x{w}" + (f", under {least}x{least})" if small else ")")
+    stages = sorted(STAGES, key=lambda n: (min(sizes[n]) < least, min(sizes[n]) if min(sizes[n]) >= least else 0))
+    return [(label(n), n) for n in stages]
+
+
+def _whole(value, low, high) -> bool:
+    """Whether value is a whole number in low..high (True, NaN and "3" are not)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and int(value) == value and low <= value <= high)
 
 
 def _check(top_k, opacity, layer):
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or int(top_k) != top_k or not 1 <= top_k <= 10:
+    if not _whole(top_k, 1, 10):
         raise UsageError(f"the number of top classes must be a whole number from 1 to 10, got {top_k!r}")
-    if not isinstance(opacity, (int, float)) or not 0 <= opacity <= 1:
+    if isinstance(opacity, bool) or not isinstance(opacity, (int, float)) or not 0 <= opacity <= 1:
         raise UsageError(f"the opacity must lie between 0 and 1, got {opacity!r}")
     if layer not in STAGES:
         raise UsageError(f"Grad-CAM is offered at {', '.join(STAGES)}, not at {layer!r}")
@@ -80,21 +88,22 @@ def _picture(image_uint8, cam=None, opacity=0.5):
 def classify(space, image, top_k=3, show_cam=True, cams=1, layer="layer2", opacity=0.5):
     """The answer for one picture: ({class: probability} of the top_k classes, [(picture, caption)]:
     the 32x32 image the model saw beside its Grad-CAM for each of the first `cams` of the top
-    classes, or [] with show_cam off).
+    classes shown (at most top_k of them), or [] with show_cam off).
 
     image: anything predict.load_images takes (a Pillow image, a file path, a uint8 array in a
     tensor); None, or a file that is no image, is a UsageError that says what to give."""
     _check(top_k, opacity, layer)
     if image is None:
         raise UsageError("no image: upload one (PNG or JPEG, any size) or pick an example")
-    if not isinstance(cams, (int, float)) or int(cams) != cams or not 1 <= cams <= 10:
+    if isinstance(image, (list, tuple)):
+        raise UsageError("one image at a time: upload one (PNG or JPEG, any size) or pick an example")
+    if not _whole(cams, 1, 10):
         raise UsageError(f"the number of Grad-CAM images must be a whole number from 1 to 10, got {cams!r}")
-    p, = predict.predict(space.model, [image] if not isinstance(image, list) else image, top=int(top_k),
-                         precision="fp32")
+    p, = predict.predict(space.model, [image], top=int(top_k), precision="fp32")
     top = dict(p.top)
     if not show_cam:
         return top, []
-    order = p.probs.argsort(descending=True)[:int(cams)]
+    order = p.probs.argsort(descending=True)[:min(int(cams), int(top_k))]      # of the classes shown
     maps, (h, w) = predict.gradcam_maps(space.model, p.image[None].expand(len(order), -1, -1, -1), order, layer)
     return top, [(_pair(p.image, m, opacity), f"Grad-CAM: {CLASSES[c]} ({100 * float(p.probs[c]):.1f}%), "
                   f"{layer} {h}x{w}") for c, m in zip(order.tolist(), maps)]
@@ -112,7 +121,7 @@ def misclassified(space, show=True, count=10, show_cam=True, layer="layer2", opa
     beside it when show_cam is on; [] when show is off."""
     _check(1, opacity, layer)
     available = len(space.gallery_labels)
-    if not isinstance(count, (int, float)) or int(count) != count or not 0 <= count <= available:
+    if not _whole(count, 0, available):
         raise UsageError(f"the number of misclassified images must be a whole number from 0 to {available}, got {count!r}")
     if not show or not count:
         return []
@@ -160,11 +169,12 @@ def build(space):
                 top = gr.Label(num_top_classes=10, label="Top classes", elem_id="top-classes")
                 explained = gr.Gallery(label="Grad-CAM: the 32x32 image the model sees, and where it looked",
                                        columns=2, height=420, object_fit="contain", elem_id="gradcam")
-        with gr.Row():
+        kept = len(space.gallery_labels)          # a run that made no mistake has nothing to show here
+        with gr.Row(visible=kept > 0):
             with gr.Column():
                 show_wrong = gr.Checkbox(value=False, label="Show the run's misclassified images", elem_id="show-wrong")
-                count = gr.Slider(0, len(space.gallery_labels), value=min(10, len(space.gallery_labels)), step=1,
-                                  label="How many misclassified images", elem_id="count")
+                count = gr.Slider(0, max(1, kept), value=min(10, kept), step=1, label="How many misclassified images",
+                                  elem_id="count")
         wrong = gr.Gallery(label="Misclassified held-out images: the image and its Grad-CAM for the predicted class",
                            columns=5, height=520, object_fit="contain", elem_id="misclassified")
 

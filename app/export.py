@@ -21,15 +21,15 @@ import sys
 
 import torch
 
-import checkpoint
 import report
 import utils
+import weights
 from custom_resnet import CLASSES
 from utils import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "app")
-TRAINING = {"train", "settings", "series", "lr_finder", "report", "data", "bench"}    # never in a Space
+TRAINING = {"train", "settings", "series", "lr_finder", "report", "data", "bench", "checkpoint"}    # never in a Space
 GRADIO = "6.31.0"          # the version app.py was written and tested with (the Spaces header's sdk_version)
 
 
@@ -70,8 +70,8 @@ def finished_run(run_dir):
     if not os.path.exists(path):
         raise UsageError(f"{run_dir} has no model.pt: the run's weights are missing; resume the finished run to write "
                          f"them again (python train.py --resume {os.path.join(run_dir, 'checkpoint.pt')})")
-    weights = checkpoint.read_weights(path, "give the model.pt of a finished run")
-    width, trained = record["config"]["width"], weights.get("prep.conv.weight")
+    trained_weights = weights.read_weights(path, "give the model.pt of a finished run")
+    width, trained = record["config"]["width"], trained_weights.get("prep.conv.weight")
     if trained is None or trained.shape[0] != width:
         found = "no prep.conv.weight" if trained is None else f"width {trained.shape[0]}"
         raise UsageError(f"{path} is a model of {found}, but the run's record says width {width}: the weights are "
@@ -79,7 +79,7 @@ def finished_run(run_dir):
     if not os.path.exists(os.path.join(run_dir, "images.pt")):
         raise UsageError(f"{run_dir} has no images.pt (the images the app shows); resume the finished run to write "
                          f"it: python train.py --resume {os.path.join(run_dir, 'checkpoint.pt')}")
-    return record, weights
+    return record, trained_weights
 
 
 def space_json(record, data_name):
@@ -88,6 +88,7 @@ def space_json(record, data_name):
             "data": data_name or default_data_name(record), "source": record["data"]["source"],
             "width": record["config"]["width"], "parameters": record.get("parameters"),
             "epochs": len(record["history"]), "lr_min": record["lr_min"], "lr_max": record["lr_max"],
+            "lr_source": "found by the LR range test" if record["lr_source"] == "range test" else record["lr_source"],
             "hardware": report.describe_hardware(record), "commit": (record.get("code") or {}).get("git_commit")}
 
 
@@ -126,7 +127,7 @@ class and its Grad-CAM for the predicted class.
 
 The custom ResNet ("ResNet-9") of David Page's *How to train your ResNet*, width {about['width']}
 ({about['parameters']:,} parameters), trained for {about['epochs']} epochs with a one-cycle schedule
-(LRMIN {about['lr_min']:.4g}, LRMAX {about['lr_max']:.4g}, found by an LR range test) on
+(LRMIN {about['lr_min']:.4g}, LRMAX {about['lr_max']:.4g}: {about['lr_source']}) on
 {about['hardware']}.
 
 **Accuracy: {about['accuracy']:.2f}%** ({about['correct']:,} of {about['n']:,}) on {about['data']}.
@@ -154,18 +155,25 @@ Made with `python -m app.export` from this training repository{f', commit {about
 
 
 def export(run_dir, space_dir, data_name=None) -> dict:
-    """Write the Space for the finished run in run_dir into space_dir (created; an earlier export
-    there is replaced, any other content refused). Returns space.json's content."""
+    """Write the Space for the finished run in run_dir into space_dir (created, or an earlier export
+    updated in place: its files replaced, its hidden ones such as .git kept; any other content
+    refused). Returns space.json's content."""
     record, _ = finished_run(run_dir)
     kept = torch.load(os.path.join(run_dir, "images.pt"), weights_only=True)
-    if os.path.isdir(space_dir) and os.listdir(space_dir) and not os.path.exists(os.path.join(space_dir, "space.json")):
-        raise UsageError(f"{space_dir} is a folder with other files in it: give a new or empty folder for the Space")
     modules = modules_of(os.path.join(APP, "app.py"))
     leaked = {m[:-3] for m in modules} & TRAINING
     if leaked:                                                        # a guard on the app's imports
         raise UsageError(f"app.py would need the training code ({', '.join(sorted(leaked))}): not exported")
-    if os.path.isdir(space_dir):
-        shutil.rmtree(space_dir)                                      # an earlier export of this command
+    written = {"app.py", "requirements.txt", "model.pt", "examples", "gallery.pt", "space.json", "README.md", *modules}
+    if os.path.exists(space_dir) and not os.path.isdir(space_dir):
+        raise UsageError(f"{space_dir} is a file: give a new or empty folder for the Space")
+    others = sorted(f for f in os.listdir(space_dir) if f not in written and not f.startswith(".")) \
+        if os.path.isdir(space_dir) else []
+    if others:
+        raise UsageError(f"{space_dir} holds other files ({', '.join(others[:3])}): give a new or empty folder for "
+                         "the Space, or an earlier export of it (whose files are replaced, its .git kept)")
+    if os.path.isdir(os.path.join(space_dir, "examples")):
+        shutil.rmtree(os.path.join(space_dir, "examples"))            # an earlier export's: replaced whole
     os.makedirs(os.path.join(space_dir, "examples"))
     for name in ("app.py", "requirements.txt"):
         shutil.copy(os.path.join(APP, name), space_dir)

@@ -53,8 +53,8 @@ def loaded(space):
 def test_the_space_holds_the_app_the_inference_code_the_weights_and_the_pictures_and_no_training_code(space, run):
     folder, about, record = space
     files = sorted(os.listdir(folder))
-    assert files == ["README.md", "app.py", "checkpoint.py", "custom_resnet.py", "examples", "gallery.pt",
-                     "gradcam.py", "model.pt", "plots.py", "predict.py", "requirements.txt", "space.json", "utils.py"]
+    assert files == ["README.md", "app.py", "custom_resnet.py", "examples", "gallery.pt", "gradcam.py", "model.pt",
+                     "plots.py", "predict.py", "requirements.txt", "space.json", "utils.py", "weights.py"]
     assert not {f"{m}.py" for m in export.TRAINING} & set(files)
     assert sorted(os.listdir(folder / "examples")) == [f"{i}_{c}.png" for i, c in enumerate(CLASSES)]
     assert (folder / "model.pt").read_bytes() == (run[0] / "model.pt").read_bytes()
@@ -75,13 +75,14 @@ def test_the_spaces_readme_has_the_spaces_header_and_the_runs_figures(space):
     assert fields["title"]
     assert f"**Accuracy: {record['test_accuracy']:.2f}%** ({record['test_correct']:,} of 200)" in text
     assert "synthetic data" in text and about["accuracy"] == record["test_accuracy"]
+    assert f"LRMAX {record['lr_max']:.4g}: given)" in text                # given in TINY, not found
     assert json.loads((folder / "space.json").read_text()) == about
     assert f"gradio=={export.GRADIO}" in (open(os.path.join(ROOT, "app", "requirements.txt")).read())
 
 
 def test_the_app_imports_only_the_inference_code():
     assert export.modules_of(os.path.join(ROOT, "app", "app.py")) == [
-        "checkpoint.py", "custom_resnet.py", "gradcam.py", "plots.py", "predict.py", "utils.py"]
+        "custom_resnet.py", "gradcam.py", "plots.py", "predict.py", "utils.py", "weights.py"]
 
 
 def test_bad_input_to_the_export_is_one_line(run, tmp_path, capsys):
@@ -111,8 +112,22 @@ def test_bad_input_to_the_export_is_one_line(run, tmp_path, capsys):
     (tmp_path / "space").mkdir()
     (tmp_path / "space" / "mine.txt").write_text("keep me")
     assert export.main([str(out), str(tmp_path / "space")]) == 2
-    assert "a folder with other files in it" in capsys.readouterr().err
+    assert "holds other files (mine.txt)" in capsys.readouterr().err
     assert os.listdir(tmp_path / "space") == ["mine.txt"]
+    (tmp_path / "a_file").write_text("")
+    assert export.main([str(out), str(tmp_path / "a_file")]) == 2
+    assert "a_file is a file: give a new or empty folder" in capsys.readouterr().err
+
+
+def test_an_export_again_updates_the_space_in_place_and_keeps_its_git(run, space, tmp_path):
+    folder = tmp_path / "space"
+    export.export(str(run[0]), str(folder))
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    (folder / "examples" / "0_airplane.png").write_bytes(b"stale")
+    export.export(str(run[0]), str(folder))
+    assert (folder / ".git" / "HEAD").read_text() == "ref: refs/heads/main"
+    assert (folder / "examples" / "0_airplane.png").read_bytes() == (space[0] / "examples" / "0_airplane.png").read_bytes()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,7 +147,7 @@ def test_the_top_k_classes_are_the_models_most_likely_k(loaded, space, k):
     assert list(top.items()) == p.top[:k]
 
 
-@pytest.mark.parametrize("k", [0, 11, 2.5, True, "3"])
+@pytest.mark.parametrize("k", [0, 11, 2.5, True, "3", float("nan")])
 def test_the_top_k_control_cannot_go_past_10_or_below_1(loaded, space, k):
     with pytest.raises(UsageError, match="top classes must be a whole number from 1 to 10"):
         webapp.classify(loaded, Image.open(space[0] / "examples" / "0_airplane.png"), top_k=k)
@@ -142,6 +157,7 @@ def test_grad_cam_shows_the_image_beside_its_map_for_each_top_class_asked_at_the
     image = Image.open(space[0] / "examples" / "1_automobile.png")
     top, cams = webapp.classify(loaded, image, top_k=5, show_cam=True, cams=3, layer="layer1", opacity=0.7)
     assert len(cams) == 3 and all(c[0].shape == (webapp.SHOWN, 2 * webapp.SHOWN, 3) for c in cams)
+    assert len(webapp.classify(loaded, image, top_k=2, cams=5)[1]) == 2      # maps of the classes shown only
     assert [c[1].split(" (")[0] for c in cams] == [f"Grad-CAM: {name}" for name in list(top)[:3]]
     assert all(c[1].endswith("layer1 16x16") for c in cams)
     # The right half is the map laid over the image with that opacity, computed here apart.
@@ -176,6 +192,8 @@ def test_the_gallery_shows_as_many_misclassified_images_as_asked_each_with_its_c
         true, pred = CLASSES[int(loaded.gallery_labels[i])], CLASSES[int(loaded.gallery_predicted[i])]
         assert caption.startswith(f"true: {true}, predicted: {pred} (") and true != pred
     assert webapp.misclassified(loaded, show=False, count=count) == []
+    with pytest.raises(UsageError, match="whole number"):
+        webapp.misclassified(loaded, count=float("nan"))
     assert all(p.shape == (webapp.SHOWN, webapp.SHOWN, 3) for p, _ in webapp.misclassified(loaded, count=count,
                                                                                             show_cam=False))
 
@@ -196,6 +214,8 @@ def test_a_bad_upload_is_one_clear_message(loaded, tmp_path):
         webapp.classify(loaded, str(tmp_path / "notes.png"))
     with pytest.raises(UsageError, match="normalised"):
         webapp.classify(loaded, torch.randn(3, 32, 32))
+    with pytest.raises(UsageError, match="one image at a time"):
+        webapp.classify(loaded, [str(tmp_path / "notes.png")] * 2)
     big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))
     top, cams = webapp.classify(loaded, big, top_k=2)                    # any size: its central square
     assert len(top) == 2 and len(cams) == 1
@@ -295,3 +315,13 @@ def test_in_a_browser_an_upload_gets_its_top_classes_and_grad_cam_and_the_galler
         browser.quit()
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_run_that_made_no_mistake_still_gets_a_page(space, tmp_path):
+    pytest.importorskip("gradio", reason="the app's packages are not installed (app/requirements.txt)")
+    folder = tmp_path / "space"
+    shutil.copytree(space[0], folder)
+    gallery = torch.load(folder / "gallery.pt", weights_only=True)
+    torch.save({k: (v[:0] if isinstance(v, torch.Tensor) else v) for k, v in gallery.items()}, folder / "gallery.pt")
+    empty = webapp.Space(str(folder))
+    assert webapp.misclassified(empty, count=0) == [] and webapp.build(empty) is not None

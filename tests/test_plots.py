@@ -185,7 +185,7 @@ def test_plot_gradcam(tmp_path):
     path = tmp_path / "gradcam.png"
     fig = plots.plot_gradcam(images, cams_pred, cams_true, labels, preds, CLASSES, path=str(path))
     assert_png_drawn(fig, path)
-    assert "(layer3)" in fig.get_suptitle()
+    assert "(layer2)" in fig.get_suptitle()            # the default
     titles = [ax.get_title() for ax in fig.axes]
     assert f"Grad-CAM: {CLASSES[int(preds[0])]}\n(predicted)" in titles
     assert_gradcam_cells(fig, images, cams_pred.numpy(), cams_true.numpy(), labels, preds, alpha=0.5)

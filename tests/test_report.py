@@ -133,7 +133,7 @@ def test_the_reports_numbers_are_the_records(quick):
 def test_a_synthetic_run_says_so_in_the_report_every_picture_and_the_last_line(quick, capsys, tmp_path):
     record, out, titles, _ = quick
     text = (out / "README.md").read_text()
-    assert text.startswith(f"# Custom ResNet on CIFAR-10: {record['test_accuracy']:.2f}% synthetic test accuracy")
+    assert text.startswith(f"# Custom ResNet on synthetic data: {record['test_accuracy']:.2f}% synthetic test accuracy")
     assert "> **Synthetic data.**" in text and "says nothing about accuracy on CIFAR-10" in text
     assert set(titles) == set(DRAWN) | {"plot_range_test"}
     for name, words in titles.items():
@@ -210,3 +210,21 @@ def test_a_validation_split_is_named_so_in_the_log_the_record_every_picture_and_
     assert all("synthetic" not in words.lower() and "test set" not in words.lower() for words in titles.values())
     text = (tmp_path / "out" / "README.md").read_text()
     assert "% validation accuracy" in text and "labelled a **validation split** (not the CIFAR-10 test set)" in text
+
+
+def test_a_synthetic_run_with_given_lrs_says_synthetic_on_its_schedule_too(tmp_path, monkeypatch):
+    titles, calls = {}, {}
+    drawing_recorder(monkeypatch, titles, calls)
+    train.main(**{**QUICK, "epochs": 1, "lr_min": 0.02, "lr_max": 0.2}, out_dir=str(tmp_path))
+    assert "synthetic" in titles["plot_lr_schedule"].lower() and "plot_range_test" not in titles
+
+
+def test_a_report_with_no_mistake_to_show_says_why(quick, tmp_path):
+    record, _, _, _ = quick
+    none_made = {**record, "misclassified": [], "misclassified_total": 0}
+    text = report.markdown(none_made, str(tmp_path))
+    assert "## 0 misclassified synthetic test images" in text and "every held-out image was classified correctly" in text
+    assert "| # | image |" not in text and "Grad-CAM" not in text.split("## 0 misclassified")[1]
+    asked_none = {**record, "misclassified": []}
+    assert f"None shown (`--misclassified 0`) of the {record['misclassified_total']:,} mistakes" in report.markdown(
+        asked_none, str(tmp_path))

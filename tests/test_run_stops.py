@@ -370,3 +370,28 @@ def test_an_fp16_run_resumes_bit_identically_its_grad_scaler_included(tmp_path, 
     end_a = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["scaler"]
     end_b = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["scaler"]
     assert end_a == end_b                                    # the scale and its growth tracker
+
+
+def test_overwrite_removes_nothing_when_the_run_is_refused_for_its_device_or_data(tmp_path):
+    train.main(**{**TINY, "epochs": 1}, out_dir=str(tmp_path))
+    before = files_of(tmp_path)
+    with pytest.raises(UsageError, match="CIFAR-10 not found"):
+        train.main(**{**TINY, "epochs": 1, "synthetic": False}, data_dir=str(tmp_path / "none"), download=False,
+                   overwrite=True, out_dir=str(tmp_path))
+    assert files_of(tmp_path) == before
+
+
+def test_a_run_and_a_series_never_land_in_each_others_folder(tmp_path):
+    single, many = tmp_path / "single", tmp_path / "many"
+    train.main(**{**TINY, "epochs": 1}, out_dir=str(single))
+    before = files_of(single)
+    with pytest.raises(UsageError, match=f"{single} already holds a complete run.*give the series another --out-dir"):
+        train.main(**{**TINY, "epochs": 1}, seeds=2, out_dir=str(single))
+    assert files_of(single) == before and not (single / "seed-0").exists()
+    train.main(**{**TINY, "epochs": 1}, seeds=2, out_dir=str(many))
+    before = files_of(many)
+    with pytest.raises(UsageError, match=f"{many} already holds a series of runs over seeds"):
+        train.main(**{**TINY, "epochs": 1}, out_dir=str(many))
+    assert files_of(many) == before
+    with pytest.raises(UsageError, match="--overwrite starts one run over; a series keeps its finished runs"):
+        train.main(**{**TINY, "epochs": 1}, seeds=2, overwrite=True, out_dir=str(many))

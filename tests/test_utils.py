@@ -70,14 +70,6 @@ def test_the_temporary_file_is_made_in_the_targets_own_folder(tmp_path):
     assert os.path.dirname(seen[0]) == str(tmp_path) and (tmp_path / "a.json").read_text() == "{}"
 
 
-def test_reading_a_torch_file_refuses_what_is_not_one_in_one_line(tmp_path):
-    with pytest.raises(UsageError, match="x.pt: no such file; give one"):
-        utils.load_torch_file(str(tmp_path / "x.pt"), "x.pt", "thing", "give one")
-    (tmp_path / "bad.pt").write_bytes(b"\x00" * 10)
-    with pytest.raises(UsageError, match="not a readable thing"):
-        utils.load_torch_file(str(tmp_path / "bad.pt"), "bad.pt", "thing", "give one")
-
-
 def test_an_output_folder_that_cannot_be_written_is_a_usage_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UsageError, match="Choose another with --out-dir"):
