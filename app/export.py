@@ -167,11 +167,16 @@ def export(run_dir, space_dir, data_name=None) -> dict:
     written = {"app.py", "requirements.txt", "model.pt", "examples", "gallery.pt", "space.json", "README.md", *modules}
     if os.path.exists(space_dir) and not os.path.isdir(space_dir):
         raise UsageError(f"{space_dir} is a file: give a new or empty folder for the Space")
-    others = sorted(f for f in os.listdir(space_dir) if f not in written and not f.startswith(".")) \
+    earlier = os.path.exists(os.path.join(space_dir, "space.json"))      # an earlier export: its modules may differ
+    ours = written | ({f for f in os.listdir(ROOT) if f.endswith(".py")} if earlier else set())
+    others = sorted(f for f in os.listdir(space_dir) if f not in ours and not f.startswith(".")) \
         if os.path.isdir(space_dir) else []
     if others:
         raise UsageError(f"{space_dir} holds other files ({', '.join(others[:3])}): give a new or empty folder for "
                          "the Space, or an earlier export of it (whose files are replaced, its .git kept)")
+    for name in sorted(ours - written) if earlier else ():                # modules an earlier export needed
+        if os.path.isfile(os.path.join(space_dir, name)):
+            os.remove(os.path.join(space_dir, name))
     if os.path.isdir(os.path.join(space_dir, "examples")):
         shutil.rmtree(os.path.join(space_dir, "examples"))            # an earlier export's: replaced whole
     os.makedirs(os.path.join(space_dir, "examples"))

@@ -125,7 +125,9 @@ def test_an_export_again_updates_the_space_in_place_and_keeps_its_git(run, space
     (folder / ".git").mkdir()
     (folder / ".git" / "HEAD").write_text("ref: refs/heads/main")
     (folder / "examples" / "0_airplane.png").write_bytes(b"stale")
+    (folder / "checkpoint.py").write_text("# a module an earlier export shipped")
     export.export(str(run[0]), str(folder))
+    assert not (folder / "checkpoint.py").exists() and (folder / "weights.py").exists()
     assert (folder / ".git" / "HEAD").read_text() == "ref: refs/heads/main"
     assert (folder / "examples" / "0_airplane.png").read_bytes() == (space[0] / "examples" / "0_airplane.png").read_bytes()
 
