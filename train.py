@@ -12,7 +12,6 @@ step, epoch, evaluation, the run (`train`), `main`. The machinery lives in modul
 settings.py, checkpoint.py (the run's files), report.py, series.py (--seeds), utils.py.
 """
 import copy
-import dataclasses
 import functools
 import math
 import sys

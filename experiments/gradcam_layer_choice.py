@@ -13,7 +13,6 @@ The explained class is the predicted one. A layer whose map is under 5x5 pixels 
 marked: the course's graders refuse such maps.
 """
 import argparse
-import json
 import sys
 import time
 

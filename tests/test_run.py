@@ -8,7 +8,6 @@ WIRED lists, for each Config field, the tests of this file that fail when the ru
 field or passes a wrong value; test_every_setting_has_a_wiring_test fails for a field with none.
 """
 import dataclasses
-import itertools
 import json
 import os
 

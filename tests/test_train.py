@@ -11,7 +11,6 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 import data as cifar
 import train
 import utils
-from custom_resnet import CustomResNet
 
 CPU = utils.Runtime(torch.device("cpu"), "fp32")
 
