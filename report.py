@@ -64,9 +64,9 @@ def start_line(record) -> str:
             + (" (synthetic)" if d["source"] == "synthetic" else ""))
 
 
-def mistakes(labels, final_eval):
-    """Indices of the misclassified held-out images, the most confident mistakes first."""
-    preds, confs = final_eval["preds"].cpu(), final_eval["confidences"].float().cpu()
+def mistakes(labels, preds, confs):
+    """Indices of the misclassified held-out images, the most confident mistakes first
+    (labels, preds: (N,) class indices; confs: (N,) the softmax probability of each prediction)."""
     wrong = (preds != labels).nonzero().flatten()
     return wrong[confs[wrong].argsort(descending=True, stable=True)]
 
@@ -79,7 +79,7 @@ def make(record, model, data, final_eval, cfg):
     confidences of every held-out image) and the model evaluated last: the record's per-class
     accuracy, misclassified images, parameters and command; images.pt; the pictures (cfg.plots)."""
     preds, confs = final_eval["preds"].cpu(), final_eval["confidences"].float().cpu()
-    wrong = mistakes(data.test_labels, final_eval)
+    wrong = mistakes(data.test_labels, preds, confs)
     cm = confusion_matrix(data.test_labels, preds, num_classes=10)
     shown = wrong[:cfg.misclassified]
     record.update(
@@ -155,9 +155,7 @@ def draw_range_test(range_test, out_dir, draw=True, synthetic=False):
     path = os.path.join(out_dir, "lr_range_test.png")
     if range_test is not None and draw:
         title = "LR range test" + (" (synthetic data)" if synthetic else "")
-        utils.atomic_write(path, lambda tmp: lr_finder.plot_range_test(
-            lr_finder.RangeTestResult(**range_test), title=title).savefig(tmp, format="png", dpi=120,
-                                                                          bbox_inches="tight"))
+        plots.save_figure(lr_finder.plot_range_test(lr_finder.RangeTestResult(**range_test), title=title), path)
     elif os.path.exists(path):
         os.remove(path)
 
