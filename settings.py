@@ -34,9 +34,15 @@ EXAMPLES = f"""examples:
   python train.py --synthetic --epochs 3 --width 16 --batch-size 128
                                                        # offline pipeline check in seconds; no accuracy claim
   python train.py --seeds 5                            # seeds 0..4, then mean, std and pass rates
+  python train.py --seeds 3 --sweep lr_max=0.1,0.2 --sweep label_smoothing=0,0.2 --out-dir out/sweep
+                                                       # 4 settings x 3 seeds, a table per setting
+  torchrun --nproc-per-node=4 train.py --seeds 8 --out-dir out/seeds
+                                                       # the 8 runs spread over 4 GPUs (docs/scaling.md)
   python train.py --lr-max 0.4                         # skip the range test; LRMIN = 0.4 / {lr_finder.MIN_FACTOR:g}
   python train.py --data-dir DIR --no-download         # a cifar-10-batches-py folder you already have
   python train.py --resume out/checkpoint.pt           # continue an interrupted run"""
+# Flags given once per item, joined with spaces into the setting's one string (--sweep a=1,2 --sweep b=3).
+REPEATED = {"sweep": "NAME=V1,V2,..."}
 METAVARS = {"data_dir": "DIR", "out_dir": "DIR", "resume": "PATH", "lr_min": "LR", "lr_max": "LR",
             "lr_test_start": "LR", "lr_test_end": "LR", "gradcam_layer": "LAYER"}
 
@@ -70,7 +76,7 @@ class Settings:
         before anything runs. With `resume` (and no series): the checkpoint, read, and its settings
         with the overrides a resumed run may change."""
         cls.check_keys_and_types(overrides)
-        if overrides.get("resume") and overrides.get("seeds", 1) == 1:
+        if overrides.get("resume") and overrides.get("seeds", 1) == 1 and not overrides.get("sweep"):
             path = overrides["resume"]
             ckpt = checkpoint.read_checkpoint(path)
             return cls.resumed(ckpt["config"], overrides, path), ckpt
@@ -168,11 +174,15 @@ class Settings:
             if f.type is bool:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                    help=text)
+            elif f.name in REPEATED:
+                group.add_argument(flag, action="append", default=argparse.SUPPRESS, metavar=REPEATED[f.name],
+                                   help=text)
             else:
                 convert = float if f.type in (Optional[float], float) else int if f.type is int else str
                 metavar = METAVARS.get(f.name, {int: "N", float: "X", str: "NAME"}[convert])
                 group.add_argument(flag, type=convert, default=argparse.SUPPRESS, metavar=metavar, help=text)
-        return vars(parser.parse_args(argv))
+        flags = vars(parser.parse_args(argv))
+        return {k: " ".join(v) if k in REPEATED else v for k, v in flags.items()}
 
 
 def default_in_words(f) -> str:

@@ -9,7 +9,7 @@
 
 In the order a run happens: hyperparameters, one-cycle, data, model and optimizer, LRMIN and LRMAX,
 step, epoch, evaluation, the run (`train`), `main`. The machinery lives in modules named for it:
-settings.py, checkpoint.py (the run's files), report.py, series.py (--seeds), utils.py.
+settings.py, checkpoint.py (the run's files), report.py, series.py (--seeds, --sweep), cluster.py (torchrun), utils.py.
 """
 import copy
 import functools
@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 import checkpoint
+import cluster
 import data as cifar
 import lr_finder
 import report
@@ -64,7 +65,11 @@ class Config(settings.Settings):
     seed: int = setting(0, "seed of the weights and the data order; CPU fp32 runs are bit-reproducible")
     seeds: int = setting(1, "run the whole recipe (range test included) for seeds seed .. seed+N-1, each in "
                          "<out_dir>/seed-<s>/, then write <out_dir>/summary.json; the same command again "
-                         "continues an interrupted series", "1, one run")
+                         "continues an interrupted series; under torchrun the runs spread over its processes "
+                         "(docs/scaling.md)", "1, one run")
+    sweep: str = setting("", "a grid of settings times the seeds, one --sweep per setting: --sweep lr_max=0.1,0.2 "
+                         "--sweep label_smoothing=0,0.2 (4 points, each in <out_dir>/<its settings>/seed-<s>/, "
+                         "a table per point in summary.json)", "none")
     # --- the LR range test (lr_finder.py): runs only when neither LR is given
     lr_test_iters: int = setting(0, "steps of the range test", "0, auto: one epoch's steps, clamped to 20..100",
                                  group="LR range test (runs when neither LR is given)")
@@ -435,13 +440,14 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
 
 def main(**overrides) -> dict:
     """Run the recipe; returns the run's record (also in <out_dir>/metrics.json). With seeds=N
-    above 1: N runs and their statistics (series.py); returns the summary.
+    above 1, a sweep, or under torchrun: a series of runs and their statistics (series.py);
+    returns the summary.
 
     Keywords are the fields of Config (see `python train.py --help`). Mistakes raise UsageError.
     """
     cfg, ckpt = Config.for_run(overrides)        # every mistake reported before anything runs
-    if cfg.seeds > 1:
-        return series.run_seeds(main, cfg)
+    if cfg.seeds > 1 or cfg.sweep or cluster.launched():
+        return series.run_series(cfg, Config, train)
     return train(cfg, ckpt)
 
 

@@ -168,7 +168,7 @@ def test_a_diverged_run_is_a_failure_of_the_series_and_is_not_redone(tmp_path, c
 
 @pytest.mark.parametrize("args, says", [
     (["--seeds", "0"], "seeds must be at least 1"),
-    (["--seeds", "2", "--resume", "x/checkpoint.pt"], "to continue a series, run the same --seeds command"),
+    (["--seeds", "2", "--resume", "x/checkpoint.pt"], "to continue a series, run the same command again"),
 ])
 def test_series_mistakes_are_one_line(args, says, tmp_path, capsys):
     assert settings.cli(train.main, train.Config, [*args, "--synthetic", "--out-dir", str(tmp_path / "o")]) == 2
@@ -186,9 +186,11 @@ def test_a_series_run_recorded_before_a_setting_existed_is_kept():
     old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("ema_epochs", "cutout_inside", "bn_weight_decay")}
     with tempfile.TemporaryDirectory() as folder:
         metrics = pathlib.Path(folder) / "metrics.json"
-        metrics.write_text(json.dumps({"status": "complete", "config": old}))
+        numbers = {"status": "complete", "test_accuracy": 25.0, "test_correct": 16, "data": {"test_images": 64},
+                   "lr_min": 0.01, "lr_max": 0.1}
+        metrics.write_text(json.dumps({**numbers, "config": old}))
         assert series.earlier_run(folder, cfg)["config"] == old
-        metrics.write_text(json.dumps({"status": "complete", "config": {**old, "cutout_inside": True}}))
+        metrics.write_text(json.dumps({**numbers, "config": {**old, "cutout_inside": True}}))
         with pytest.raises(UsageError, match="cutout_inside=True"):
             series.earlier_run(folder, cfg)
 
