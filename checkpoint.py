@@ -24,7 +24,7 @@ import torch
 import lr_finder
 import utils
 from utils import Diverged, Interrupted, Terminated, UsageError, WriteFailed
-from weights import FORMAT, check_archive, first_non_finite, load_torch_file
+from weights import FORMAT, first_non_finite, read_torch_file
 
 try:
     import fcntl                     # POSIX: the folder lock; Windows runs without one
@@ -47,14 +47,13 @@ LOCK = ".run.lock"
 # ----------------------------------------------------------------------------------------------
 # Reading a checkpoint back, verified
 
-def read_checkpoint(path) -> dict:
+def read_checkpoint(path, label=None, advice="give the checkpoint.pt of an earlier run") -> dict:
     """The checkpoint.pt at `path`, verified: its archive's checksums, then (torch.load with
     weights_only=True, so nothing in it can run code) its format, every entry and its type, every
-    weight, statistic and momentum finite, and counters that agree. UsageError saying what is wrong."""
-    label, advice = f"--resume {path}", "give the checkpoint.pt of an earlier run"
-    if os.path.isfile(path):
-        check_archive(path, label, advice)
-    ckpt = load_torch_file(path, label, "checkpoint", advice)
+    weight, statistic and momentum finite, and counters that agree. UsageError "<label>: what is
+    wrong; <advice>" (label: "--resume <path>" by default)."""
+    label = label or f"--resume {path}"
+    ckpt = read_torch_file(path, "checkpoint", advice, label)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"{label}: not a checkpoint of this trainer (expected a "
                          f"checkpoint.pt written by train.py). To load bare weights, use model.pt.")

@@ -81,6 +81,8 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     out = subprocess.run([sys.executable, "train.py", "--resume", str(evil)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr and not marker.exists()
+    assert out.stderr.count("\n") == 1 and "it holds more than tensors" in out.stderr, out.stderr
+    assert "weights_only" not in out.stderr                   # torch's advice to load it unchecked: never
 
 
 def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
