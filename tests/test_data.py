@@ -146,7 +146,7 @@ def test_a_good_archive_is_unpacked_and_loaded(tmp_path, monkeypatch):
     import shutil
     import torchvision.datasets.utils as tvu
     monkeypatch.setattr(tvu, "download_url", lambda url, r, *a, **k: shutil.copy(archive, root / "cifar-10-python.tar.gz"))
-    monkeypatch.setattr(data, "CIFAR10_MD5", data._md5(archive))
+    monkeypatch.setattr(data, "CIFAR10_MD5", data._digest(archive))
     d = data.load_cifar10(root, download=True)
     assert torch.equal(d.train_images.reshape(-1, 3072), torch.from_numpy(train_x))
 
@@ -429,6 +429,21 @@ def test_the_cache_is_rebuilt_when_the_batch_files_change(tmp_path):
     assert torch.equal(second.train_images.reshape(-1, 3072), torch.from_numpy(train_x))
     third = data.load_cifar10(tmp_path, download=False)                            # from the new cache
     assert torch.equal(third.train_images, second.train_images)
+
+
+def test_a_batch_file_replaced_by_another_of_the_same_size_and_time_is_read_not_the_cache(tmp_path):
+    """Same size, modification time set back (os.utime): only the content tells them apart."""
+    write_cifar_folder(tmp_path, n_per_batch=3, seed=0)
+    first = data.load_cifar10(tmp_path, download=False)                            # writes the cache
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    was = path.stat()
+    images = np.full((3, 3072), 7, dtype=np.uint8)
+    write_batch(str(path), images, [1, 2, 3])
+    os.utime(path, ns=(was.st_atime_ns, was.st_mtime_ns))
+    assert path.stat().st_size == was.st_size and path.stat().st_mtime_ns == was.st_mtime_ns
+    again = data.load_cifar10(tmp_path, download=False)
+    assert torch.equal(again.train_images[:3].reshape(3, -1), torch.from_numpy(images))
+    assert again.train_labels[:3].tolist() == [1, 2, 3] and not torch.equal(again.train_images, first.train_images)
 
 
 def test_a_cache_made_from_these_files_is_used_as_it_is(tmp_path):
