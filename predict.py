@@ -194,6 +194,9 @@ def _tensor_to_pil(t, name):
         raise UsageError(f"{name}: an image tensor must be (3, H, W) or (1, H, W), got {tuple(t.shape)}")
     t = t.detach().cpu()
     if t.is_floating_point():
+        if not bool(torch.isfinite(t).all()):         # NaN passes any "between 0 and 1" test: ask first
+            raise UsageError(f"{name}: a float image holds NaN or inf, which no pixel is; give values in [0, 1] "
+                             "(ToTensor's scale)")
         if t.numel() and (t.min() < 0 or t.max() > 1):
             raise UsageError(f"{name}: a float image must hold values in [0, 1] (ToTensor's scale), "
                              f"got {t.min().item():.3g} .. {t.max().item():.3g}; pass raw images, "
@@ -227,6 +230,7 @@ def _sources(images):
 def load_images(images, fit="crop"):
     """-> (uint8 (N, 3, 32, 32), names, notes): every image read, converted and fitted, before
     anything is computed, so a bad one stops the whole call (and nothing is half done)."""
+    import numpy as np
     from PIL import Image
     if fit not in FITS:
         raise UsageError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
@@ -238,6 +242,8 @@ def load_images(images, fit="crop"):
             item = _tensor_to_pil(item, name)
         elif not isinstance(item, Image.Image):
             raise UsageError(f"{name}: not an image")
+        if item.mode == "F" and not np.isfinite(np.asarray(item)).all():    # a float TIFF, say
+            raise UsageError(f"{name}: a float image holds NaN or inf, which no pixel is; give finite values")
         rgb, colour = to_rgb(item)
         small, size = fit_32(rgb, fit)
         pictures.append(_image_to_uint8(small))

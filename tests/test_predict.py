@@ -290,6 +290,21 @@ def test_bad_images_get_one_line_and_nothing_is_written(run, tmp_path, capsys):
         assert not ex.exists() or not os.listdir(ex)
 
 
+def test_pixels_that_are_not_finite_are_refused_not_classified(run, tmp_path, capsys):
+    """NaN passes a "between 0 and 1" check (every comparison with NaN is false): one NaN pixel in
+    a tensor, or a float TIFF of NaN, would be classified as if it were black."""
+    model = predict.load_model(run["model"])
+    for bad in (float("nan"), float("inf")):
+        image = torch.rand(3, 32, 32)
+        image[1, 5, 7] = bad
+        with pytest.raises(UsageError, match="image 0: a float image holds NaN or inf"):
+            predict.predict(model, image)
+    Image.fromarray(np.full((32, 32), np.nan, np.float32), "F").save(tmp_path / "nan.tiff")
+    _fails(capsys, run["model"], tmp_path / "nan.tiff", match="nan.tiff: a float image holds NaN or inf")
+    Image.fromarray(np.full((32, 32), 200.0, np.float32), "F").save(tmp_path / "grey.tiff")
+    assert predict.load_images([tmp_path / "grey.tiff"])[0].unique().tolist() == [200]     # finite ones still load
+
+
 def short_png(path, rows=40, height=64, width=64):
     """A PNG whose header announces `height` rows and whose (complete) zlib stream holds `rows`."""
     import struct
