@@ -17,6 +17,7 @@ import json
 import math
 import os
 import signal
+import stat
 import threading
 
 import torch
@@ -73,9 +74,7 @@ def read_checkpoint(path, label=None, advice="give the checkpoint.pt of an earli
         raise UsageError(f"{label}: a malformed checkpoint (LRMIN {lr_min}, LRMAX {lr_max}: not 0 < LRMIN <= LRMAX); "
                          f"{advice}")
     for entry in ckpt["history"]:
-        if not isinstance(entry, dict) or not all(
-                isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool) and math.isfinite(entry[k])
-                for k in HISTORY):
+        if not _epoch_ok(entry):
             raise UsageError(f"{label}: a malformed checkpoint (a history entry without the numbers of an epoch: "
                              f"{', '.join(HISTORY)}); {advice}")
     found = ckpt["lr_range_test"]
@@ -91,6 +90,20 @@ def read_checkpoint(path, label=None, advice="give the checkpoint.pt of an earli
         raise UsageError(f"{label}: its counters disagree (epoch {ckpt['epoch']}, {len(epochs)} epochs of history, "
                          f"loader pass {ckpt['loader_epoch']}): an altered checkpoint; {advice}")
     return ckpt
+
+
+def _number(v, low=-math.inf, high=math.inf) -> bool:
+    """A finite int or float in low..high (True and NaN are not numbers here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+
+
+def _count(v, low=0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _epoch_ok(entry) -> bool:
+    """A history entry with the numbers of an epoch (HISTORY), every one finite."""
+    return isinstance(entry, dict) and all(_number(entry.get(k)) for k in HISTORY)
 
 
 def restore(ckpt, learner, loader, path):
@@ -111,31 +124,105 @@ def restore(ckpt, learner, loader, path):
 
 
 # ----------------------------------------------------------------------------------------------
+# Reading a run's record (metrics.json) back, checked
+
+STATUSES = ("running", "complete", "interrupted", "failed", "diverged")
+
+
+def record_problem(record) -> str:
+    """What is wrong with a run's record (metrics.json), in words naming the field, or "" when
+    every field its readers use has its type and range: status, config (with the width),
+    history, data, runtime, timings, code, the LRs, and a complete run's accuracy (its last
+    epoch's). For a record read back from a file, before any field of it is used."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    complete = record.get("status") == "complete"
+    last = {}
+
+    def history_ok(h):
+        nonlocal last
+        last = h[-1] if isinstance(h, list) and h and isinstance(h[-1], dict) else {}
+        return (isinstance(h, list) and all(_epoch_ok(e) for e in h) and (h or not complete)
+                and [e["epoch"] for e in h] == list(range(1, len(h) + 1)))
+    fields = [
+        ("status", lambda v: v in STATUSES, "one of " + ", ".join(STATUSES)),
+        ("config", lambda v: isinstance(v, dict) and _count(v.get("width"), 1), "the run's settings, with its width"),
+        ("history", history_ok, "a list of epochs 1, 2, ..., each with the numbers " + ", ".join(HISTORY)),
+        ("data", lambda v: (v is None and not complete) or isinstance(v, dict)
+         and v.get("source") in ("cifar10", "synthetic") and _count(v.get("train_images"))
+         and _count(v.get("test_images"), 1) and v.get("eval_split", "test") in ("test", "validation"),
+         "its data: source cifar10 or synthetic, train_images, test_images, eval_split test or validation"),
+        ("runtime", lambda v: (v is None and not complete) or isinstance(v, dict)
+         and all(isinstance(v.get(k), str) for k in ("device", "precision", "torch"))
+         and (isinstance(v.get("gpu"), str) or isinstance(v.get("cpu"), str) and _count(v.get("cpu_threads"), 1)),
+         "its device, precision, torch, and GPU or CPU"),
+        ("timings", lambda v: v is None or isinstance(v, dict) and all(t is None or _number(t, 0) for t in v.values()),
+         "seconds, each a number >= 0"),
+        ("code", lambda v: v is None or isinstance(v, dict) and isinstance(v.get("git_commit"), (str, type(None))),
+         "its git commit")]
+    if complete or "lr_max" in record:
+        fields += [("lr_min", lambda v: _number(v) and v > 0, "a number > 0"),
+                   ("lr_max", lambda v: _number(v) and v >= record["lr_min"], "a number >= lr_min"),
+                   ("lr_source", lambda v: isinstance(v, str), "a text")]
+    if complete:
+        fields += [("test_accuracy", lambda v: _number(v, 0, 100) and v == last["test_acc"],
+                    "its last epoch's test_acc (a percentage)"),
+                   ("test_correct", lambda v: _count(v) and v == last["test_correct"], "its last epoch's test_correct"),
+                   ("parameters", lambda v: _count(v, 1), "the model's count of parameters")]
+    for name, ok, want in fields:
+        if not ok(record.get(name)):
+            found = f"is {json.dumps(record[name])[:60]}" if name in record else "is missing"
+            return f"its {name!r} {found}, not {want}"
+    return ""
+
+
+def read_record(path, advice) -> dict:
+    """The record of a run at `path` (its metrics.json), checked by record_problem; UsageError
+    "<path>: what is wrong; <advice>" otherwise (FileNotFoundError when there is none)."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not a readable record of a run ({utils.first_line(e)}); {advice}") from None
+    problem = record_problem(record)
+    if problem:
+        raise UsageError(f"{path}: not a record of a run as train.py writes it ({problem}); {advice}")
+    return record
+
+
+# ----------------------------------------------------------------------------------------------
 # The folder of a run: one run at a time, never another's files overwritten
 
 def holds_run(out_dir) -> str:
     """What run the folder holds, in words ("" for none): a checkpoint, weights, or a record with
-    at least one epoch. A record of a run that finished no epoch holds nothing to lose."""
-    record = {}
+    at least one epoch. A record of a run that finished no epoch holds nothing to lose; one that
+    cannot be read, or not as train.py writes it, is kept too (a hand-edited record is someone's)."""
+    path, record = os.path.join(out_dir, "metrics.json"), None
     try:
-        with open(os.path.join(out_dir, "metrics.json")) as f:
+        with open(path) as f:
             record = json.load(f)
     except (OSError, ValueError):
-        pass
-    record = record if isinstance(record, dict) else {}
-    files = [f for f in ("checkpoint.pt", "model.pt") if os.path.exists(os.path.join(out_dir, f))]
-    history = record.get("history") if isinstance(record.get("history"), list) else []
+        record = "unreadable" if os.path.lexists(path) else None
+    files = [f for f in ("checkpoint.pt", "model.pt") if os.path.isfile(os.path.join(out_dir, f))]
     seeds = sorted(f for f in os.listdir(out_dir) if f.startswith("seed-") and os.path.isdir(os.path.join(out_dir, f))) \
         if os.path.isdir(out_dir) else []
     if os.path.exists(os.path.join(out_dir, "summary.json")) or any(
             os.path.exists(os.path.join(out_dir, f, "metrics.json")) for f in seeds):
         return f"a series of runs over seeds ({len(seeds)} folders seed-<s>)"
+    problem = record_problem(record) if record is not None else ""
+    if problem:
+        why = "not JSON" if record == "unreadable" else problem
+        return f"a run's {' and '.join(files)}" if files else f"a metrics.json that is not a run's record ({why})"
+    record = record or {}
+    history = record.get("history", [])
     if not files and not history:
         return ""
     status = record.get("status", "unknown")
-    if status == "complete" and isinstance(record.get("test_accuracy"), (int, float)):
-        data = record.get("data") or {}
-        split = ("synthetic " if data.get("source") == "synthetic" else "") + data.get("eval_split", "test")
+    if status == "complete":
+        data = record["data"]
+        split = ("synthetic " if data["source"] == "synthetic" else "") + data.get("eval_split", "test")
         return f"a complete run: {record['test_accuracy']:.2f}% {split} accuracy after {len(history)} epochs"
     return f"a run that is {status} after epoch {len(history)}" if history else f"a run's {' and '.join(files)}"
 
@@ -152,12 +239,25 @@ class _FolderLock:
         if fcntl is None:
             return
         for _ in range(3):           # the lock file may be removed by its owner between open and flock
-            f = open(self.path, "a+")
+            try:
+                # O_NOFOLLOW: a link put there would have the run write its process id into another file.
+                f = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644), "r+")
+            except OSError as e:
+                if e.errno not in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
+                    raise UsageError(f"cannot create the lock file {self.path} ({e.strerror}): give this run another "
+                                     "--out-dir") from None
+                f = None
+            if f is None or not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                kind = ("a folder" if os.path.isdir(self.path) and not os.path.islink(self.path) else
+                        "a link" if os.path.islink(self.path) else "not a regular file")
+                if f is not None:
+                    f.close()
+                raise UsageError(f"{self.path} is {kind}, where a run keeps its lock file: nothing was changed; "
+                                 "move it away, or give this run another --out-dir")
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
-                f.seek(0)
-                owner = f.read().strip() or "unknown"
+                owner = f.read(32).strip() or "unknown"
                 f.close()
                 if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise UsageError(f"another run is writing to {os.path.dirname(self.path)} (process {owner}): wait "
@@ -239,9 +339,15 @@ class Run:
         refused for its settings or its data changes nothing)."""
         resumed_here = self.ckpt is not None and os.path.samefile(os.path.dirname(os.path.abspath(self.cfg.resume)),
                                                                   self.out_dir)
+        in_the_way = [n for n in RUN_FILES if os.path.lexists(os.path.join(self.out_dir, n))
+                      and not os.path.isfile(os.path.join(self.out_dir, n))]
+        if in_the_way:                                      # a folder named model.pt, a broken link
+            raise UsageError(f"{os.path.join(self.out_dir, in_the_way[0])} is not a file, where the run writes its "
+                             f"{in_the_way[0]}. Nothing was changed: move it away, or give this run another --out-dir")
         held = "" if resumed_here else holds_run(self.out_dir)
         if held and not self.cfg.overwrite:
-            go_on = ("" if held.startswith("a complete") or held.startswith("a series") else
+            go_on = ("" if held.startswith("a complete") or held.startswith("a series")
+                     or not os.path.isfile(self.paths["checkpoint.pt"]) else
                      f"to continue it, --resume {self.paths['checkpoint.pt']}; ")
             raise UsageError(f"{self.out_dir} already holds {held}. Nothing was changed: {go_on}to keep it, give this "
                              "run another --out-dir; to replace it, add --overwrite (overwrite=True)")
@@ -326,7 +432,9 @@ class Run:
         "diverged" and keeps the epochs the checkpoint holds. Returns the error to raise."""
         self._stop("diverged")
         epoch, path = self.saved
-        kept = f"the last good checkpoint (epoch {epoch}) is {path}" if epoch else "no checkpoint was written"
+        kept = (f"the last good checkpoint (epoch {epoch}) is {path}" if epoch and os.path.isfile(path) else
+                f"the last good checkpoint (epoch {epoch}, {path}) no longer exists" if epoch else
+                "no checkpoint was written")
         return Diverged(f"{what}; training stopped and {kept}. Lower --lr-max (or --lr-min), or check the data.")
 
     # ----- the end ---------------------------------------------------------------------------
@@ -344,6 +452,9 @@ class Run:
         epoch, path = self.saved
         if not epoch:
             return "no epoch had finished, so there is nothing to resume; start again"
+        if not os.path.isfile(path):                     # its folder removed, say: never offer it
+            return (f"the last checkpoint (epoch {epoch}, {path}) no longer exists, so there is nothing to resume; "
+                    "start again")
         return (f"the last {kept} checkpoint (epoch {epoch}) is {path}; continue with: "
                 f"python train.py --resume {path}")
 

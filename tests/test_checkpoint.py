@@ -1,5 +1,6 @@
 """checkpoint.py: what a run keeps, and what is refused when it is read back: missing, garbage,
 foreign, hostile and misfitting files each get one clear UsageError and run nothing."""
+import json
 import os
 import subprocess
 import sys
@@ -178,3 +179,36 @@ def test_a_malformed_or_altered_checkpoint_is_refused_naming_what_is_wrong(a_che
     change(ckpt)
     torch.save(ckpt, a_checkpoint)
     refused(a_checkpoint, says, capsys)
+
+
+# ----------------------------------------------------------------------------------------------
+# A run's record read back: every field its readers use checked, or one line naming it
+
+@pytest.mark.parametrize("change, says", [
+    (lambda r: [r], "a JSON list, not an object"),
+    (lambda r: {k: v for k, v in r.items() if k != "config"}, "its 'config' is missing"),
+    (lambda r: {**r, "status": "done"}, "its 'status' is \"done\", not one of running, complete"),
+    (lambda r: {**r, "test_accuracy": "93.1"}, "its 'test_accuracy' is \"93.1\", not its last epoch's test_acc"),
+    (lambda r: {**r, "test_accuracy": 99.0}, "its 'test_accuracy' is 99.0, not its last epoch's test_acc"),
+    (lambda r: {**r, "history": [{**r["history"][0], "test_acc": "50"}]}, "its 'history' is"),
+    (lambda r: {**r, "data": [1]}, "its 'data' is [1], not its data"),
+    (lambda r: {**r, "lr_max": float("nan")}, "its 'lr_max' is NaN, not a number >= lr_min"),
+    (lambda r: {**r, "timings": {"train_seconds": -1}}, "its 'timings' is"),
+    (lambda r: {**r, "runtime": None}, "its 'runtime' is null"),
+])
+def test_a_record_read_back_names_the_field_that_is_wrong(finished, tmp_path, change, says):
+    out, _ = finished
+    good = json.loads((out / "metrics.json").read_text())
+    assert checkpoint.read_record(str(out / "metrics.json"), "do this") == good
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(change(good)))
+    with pytest.raises(UsageError) as e:
+        checkpoint.read_record(str(path), "do this")
+    message = str(e.value)
+    assert message.startswith(f"{path}: not a record of a run as train.py writes it (") and says in message, message
+    assert message.endswith("; do this") and "\n" not in message
+
+
+def test_a_record_of_a_run_that_has_not_finished_needs_no_accuracy():
+    assert checkpoint.record_problem({"status": "interrupted", "config": {"width": 8}, "history": [], "data": None,
+                                      "runtime": None, "timings": {}, "code": None}) == ""

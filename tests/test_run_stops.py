@@ -264,6 +264,61 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
     assert first.returncode == 130 and not (tmp_path / ".run.lock").exists()
 
 
+@pytest.mark.skipif(checkpoint.fcntl is None, reason="no folder lock here (Windows)")
+@pytest.mark.parametrize("kind", ["folder", "link"])
+def test_a_lock_that_is_not_a_file_is_one_line_and_nothing_is_written_through_it(tmp_path, capsys, kind):
+    """A folder where the lock file goes was a traceback; a link there had the run write its
+    process id into the file linked to."""
+    out, notes = tmp_path / "run", tmp_path / "notes.txt"
+    out.mkdir()
+    notes.write_text("mine")
+    lock = out / checkpoint.LOCK
+    lock.mkdir() if kind == "folder" else lock.symlink_to(notes)
+    assert cli([*CLI_TINY, "--epochs", "1", "--peak-epoch", "1", "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{lock} is a {kind}, where a run keeps its lock file: nothing was changed" in err
+    assert notes.read_text() == "mine" and os.listdir(out) == [checkpoint.LOCK]
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "model.pt"])
+def test_a_folder_where_a_run_writes_a_file_is_refused_before_it_starts_and_never_offered_to_resume(
+        tmp_path, capsys, name):
+    """It was taken for a run's file: '--resume out/checkpoint.pt' offered for a folder (or for a
+    checkpoint that is not there), and --overwrite failed at it."""
+    (tmp_path / name).mkdir()
+    for overwrite in ([], ["--overwrite"]):
+        assert cli([*CLI_TINY, "--epochs", "1", "--peak-epoch", "1", "--out-dir", str(tmp_path), *overwrite]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{tmp_path / name} is not a file, where the run writes its {name}" in err
+        assert "--resume" not in err
+    assert os.listdir(tmp_path) == [name]
+
+
+def test_a_run_whose_checkpoint_is_gone_is_not_offered_to_resume(tmp_path, interrupt_in_epoch):
+    with interrupt_in_epoch(2), pytest.raises(Interrupted):
+        train.main(**TINY, out_dir=str(tmp_path))
+    (tmp_path / "checkpoint.pt").unlink()
+    with pytest.raises(UsageError, match="holds a run that is interrupted after epoch 1. Nothing was changed: to keep") \
+            as e:
+        train.main(**TINY, out_dir=str(tmp_path))
+    assert "--resume" not in str(e.value)
+
+
+@pytest.mark.parametrize("record, says", [
+    ([1, 2], "a metrics.json that is not a run's record (a JSON list, not an object)"),
+    ("{not json", "a metrics.json that is not a run's record (not JSON)"),
+    ({"status": "complete", "history": [1], "data": [1], "test_accuracy": 50},
+     "a metrics.json that is not a run's record (its 'config' is missing"),
+])
+def test_a_folder_whose_record_is_not_one_is_kept_and_said_so_in_one_line(tmp_path, capsys, record, says):
+    (tmp_path / "metrics.json").write_text(record if isinstance(record, str) else json.dumps(record))
+    before = files_of(tmp_path)
+    assert cli([*CLI_TINY, "--epochs", "1", "--peak-epoch", "1", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path} already holds {says}" in err and "--overwrite" in err, err
+    assert files_of(tmp_path) == before
+
+
 def test_a_checkpoint_copied_elsewhere_resumes_beside_the_copy_and_leaves_the_original_alone(tmp_path, interrupt_in_epoch):
     with interrupt_in_epoch(2), pytest.raises(Interrupted):
         train.main(**TINY, out_dir=str(tmp_path / "original"))
@@ -317,6 +372,9 @@ def test_an_output_folder_removed_mid_run_is_one_line_not_a_traceback(tmp_path, 
     err = capsys.readouterr().err
     assert code == 4 and err.count("\n") == 1 and "Traceback" not in err, err
     assert f"could not write {out / 'checkpoint.pt'}" in err and "No such file or directory" in err
+    # Its checkpoint went with it: never called intact, never offered to --resume.
+    assert f"the last checkpoint (epoch 1, {out / 'checkpoint.pt'}) no longer exists, so there is nothing to resume" \
+        in err and "intact" not in err and "--resume" not in err
 
 
 # ----------------------------------------------------------------------------------------------
