@@ -368,21 +368,24 @@ def sweep_value(name, kind, text):
 
 
 def point_name(settings: dict) -> str:
-    """A point's folder: its settings as --sweep writes them, "lr_max=0.1,label_smoothing=0.0"."""
+    """A point's folder: its settings as --sweep writes them, "lr_max=0.1,label_smoothing=0.0";
+    "default" for a point that changes nothing (a list of points with the recipe as its baseline)."""
     def text(v):
         return "none" if v is None else str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) \
             else str(v).replace(os.sep, "-")
-    return ",".join(f"{k}={text(v)}" for k, v in settings.items())
+    return ",".join(f"{k}={text(v)}" for k, v in settings.items()) or "default"
 
 
-def plan(cfg, config_class) -> list:
-    """Every run of the series, each with its train.Config, checked now: the points of cfg.sweep
-    (or one point, the settings as given) times the seeds cfg.seed .. cfg.seed + cfg.seeds - 1."""
-    points = parse_sweep(cfg.sweep, config_class) if cfg.sweep else [{}]
+def plan(cfg, config_class, points=None) -> list:
+    """Every run of the series, each with its train.Config, checked now: the points of cfg.sweep,
+    or the given `points` (a list of dicts of settings: the arms of an experiment), or one point,
+    the settings as given; times the seeds cfg.seed .. cfg.seed + cfg.seeds - 1."""
+    if points is None and cfg.sweep:
+        points = parse_sweep(cfg.sweep, config_class)
     base = cfg.keywords()         # what was asked for; peak_epoch only if given (else 5/24 of each point's epochs)
     runs = []
-    for settings in points:
-        point = point_name(settings)
+    for settings in points or [{}]:
+        point = point_name(settings) if points else ""
         for seed in range(cfg.seed, cfg.seed + cfg.seeds):
             folder = os.path.join(cfg.out_dir, point, f"seed-{seed}") if point else os.path.join(cfg.out_dir, f"seed-{seed}")
             try:
@@ -399,8 +402,8 @@ def plan(cfg, config_class) -> list:
 # ==============================================================================================
 # The series: its runs in one process, or spread over torchrun's processes (cluster.py)
 
-def run_series(cfg, config_class, train) -> dict:
-    """Every run of plan(cfg), each by train(run_cfg, checkpoint or None) in its own folder with
+def run_series(cfg, config_class, train, points=None) -> dict:
+    """Every run of plan(cfg, config_class, points), each by train(run_cfg, checkpoint or None) in its own folder with
     its usual files and its own range test; then the statistics in <out_dir>/summary.json (a
     table per point of a sweep), a table on the screen, accuracies.png and README.md. Returns
     the summary.
@@ -418,9 +421,9 @@ def run_series(cfg, config_class, train) -> dict:
     if cfg.overwrite:
         raise UsageError("--overwrite starts one run over; a series keeps its finished runs: to start a series "
                          "over, give another --out-dir or delete its folder")
-    runs = plan(cfg, config_class)
+    runs = plan(cfg, config_class, points)
     proc = cluster.join() if cluster.launched() else None
-    if proc is not None and len(runs) == 1 and not cfg.sweep:
+    if proc is not None and len(runs) == 1 and not runs[0].point:
         raise UsageError(f"torchrun started {proc.world_size} processes for one run, and one run stays on one "
                          "device: give --seeds N or --sweep to spread a series over them, or run python train.py")
     held = checkpoint.holds_run(cfg.out_dir)
@@ -434,8 +437,8 @@ def run_series(cfg, config_class, train) -> dict:
     if proc is not None:
         cluster.check_shared_folder(proc, cfg.out_dir)
     config, code = dataclasses.asdict(cfg), utils.code_version()
-    seeds, points = range(cfg.seed, cfg.seed + cfg.seeds), [r.settings for r in runs[::cfg.seeds]] if cfg.sweep else []
-    trained, kept = [], []
+    seeds, points = range(cfg.seed, cfg.seed + cfg.seeds), [r.settings for r in runs[::cfg.seeds]] if runs[0].point else []
+    trained, kept, known = [], [], {}
     for i in cluster.claims(proc, len(runs)):
         run = runs[i]
         record = earlier_run(run.folder, run.cfg)
@@ -444,10 +447,10 @@ def run_series(cfg, config_class, train) -> dict:
             kept.append(run.name)
         else:
             print(f"=== {run.title} (run {i + 1} of {len(runs)}) in {run.folder}" + (f" on {proc.name}" if proc else ""))
-            done = sum(r["status"] in ("complete", "diverged") for r in finished_rows(runs))
+            done = len(finished_rows(runs, known))
             run_in_series(train, config_class, run.cfg, record, f"{done} of {len(runs)}")
             trained.append(run.name)
-        utils.atomic_write_json(summarize(finished_rows(runs), seeds, config, code, points),
+        utils.atomic_write_json(summarize(finished_rows(runs, known), seeds, config, code, points),
                                 os.path.join(cfg.out_dir, "summary.json"))
     if proc is not None:
         print(f"{proc.name} trained {len(trained)} run(s): {', '.join(trained) or 'none'}"
@@ -455,7 +458,7 @@ def run_series(cfg, config_class, train) -> dict:
               + ("" if trained or kept else f" (no run left to claim: {len(runs)} runs for {proc.world_size} processes)"),
               flush=True)
         proc.wait_for_all("ended")
-    summary = summarize(finished_rows(runs), seeds, config, code, points)
+    summary = summarize(finished_rows(runs, known), seeds, config, code, points)
     if proc is None or proc.rank == 0:
         utils.atomic_write_json(summary, os.path.join(cfg.out_dir, "summary.json"))
         if cfg.plots:
@@ -478,73 +481,33 @@ def on_this_process(proc, runs) -> list:
     return [dataclasses.replace(r, cfg=dataclasses.replace(r.cfg, device=device)) for r in runs]
 
 
-def finished_rows(runs) -> list:
+def finished_rows(runs, known) -> list:
     """The summary's lines of the finished runs (complete or diverged), in the plan's order,
-    from their records on disk: the same whichever process trained them."""
-    rows = []
+    from their records on disk: the same whichever process trained them. `known` maps a folder
+    to its line once its run has finished (a finished record never changes), so a series reads
+    each finished record once, not once per run after it."""
     for run in runs:
-        record = earlier_run(run.folder, run.cfg)
-        if record and record["status"] in ("complete", "diverged"):
-            rows.append(run_row(record, run.seed, run.folder, run.point))
-    return rows
-
-
-# The fields of a finished run's record that the summary reads, and what each must be.
-NUMBER = (int, float)
-RECORD_FIELDS = {"test_accuracy": NUMBER, "test_correct": int, "lr_min": NUMBER, "lr_max": NUMBER}
-
-
-def check_record(record, path):
-    """UsageError naming the field when a finished run's record holds what the summary cannot
-    use (a string for a number, a number out of range): an edited or damaged metrics.json."""
-    def bad(field, value, want):
-        raise UsageError(f"{path}: {field} is {value!r}, not {want}: the record was altered. Delete "
-                         f"{os.path.dirname(path)} to run that run again, or give another --out-dir")
-    if record["status"] not in ("running", "complete", "diverged", "interrupted", "failed"):
-        bad("status", record["status"], "a run's status")
-    if record["status"] not in ("complete", "diverged"):
-        return
-    data, timings = record.get("data"), record.get("timings", {})
-    if not isinstance(data, dict) or not isinstance(data.get("test_images"), int) or data["test_images"] < 1:
-        bad("data.test_images", (data or {}).get("test_images") if isinstance(data, dict) else data, "a count of images")
-    if not isinstance(timings, dict):
-        bad("timings", timings, "a table of seconds")
-    for field, kind in RECORD_FIELDS.items():
-        value = record.get(field)
-        if record["status"] == "diverged" and field.startswith("test_"):
-            continue
-        if not isinstance(value, kind) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            bad(field, value, "a number" if kind is NUMBER else "a whole number")
-    if record["status"] == "complete" and not (0 <= record["test_correct"] <= data["test_images"]
-                                               and 0 <= record["test_accuracy"] <= 100):
-        bad("test_correct", record["test_correct"], f"a count of at most {data['test_images']} images")
-    for field in ("train_seconds", "lr_test_seconds", "images_per_second"):
-        value = timings.get(field)
-        if value is not None and (not isinstance(value, NUMBER) or isinstance(value, bool) or not math.isfinite(value)):
-            bad(f"timings.{field}", value, "a number of seconds")
+        if run.folder not in known:
+            record = earlier_run(run.folder, run.cfg)
+            if record and record["status"] in ("complete", "diverged"):
+                known[run.folder] = run_row(record, run.seed, run.folder, run.point)
+    return [known[run.folder] for run in runs if run.folder in known]
 
 
 def earlier_run(folder, cfg):
-    """The record in folder/metrics.json (None if there is none), after checking that it was made
-    with the settings cfg (a train.Config) asks for, a series must not mix runs of two recipes,
-    and that a finished run's numbers are numbers (check_record)."""
+    """The record in folder/metrics.json (None if there is none), read back checked field by
+    field (checkpoint.read_record: an edited or damaged record is one line naming the field),
+    and made with the settings cfg (a train.Config) asks for: a series must not mix runs of two
+    recipes."""
     path = os.path.join(folder, "metrics.json")
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path) as f:
-            record = json.load(f)
-        if not isinstance(record, dict) or not isinstance(record.get("config"), dict) or "status" not in record:
-            raise ValueError("no status or config")
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: not a readable record of a run ({utils.first_line(e)}): delete {folder} to run "
-                         "that seed again, or give another --out-dir") from None
+    record = checkpoint.read_record(path, f"delete {folder} to run that run again, or give another --out-dir")
     clash = cfg.differs_from(record["config"])
     if clash:
         k, have, want = clash
         raise UsageError(f"{folder} holds a run made with {k}={have!r}, but this series asks for "
                          f"{k}={want!r}: give another --out-dir, or delete {folder} to run it again")
-    check_record(record, path)
     return record
 
 

@@ -26,8 +26,12 @@ case "${1:-}" in
     cp runs/jpeg_full/jpeg_penalty.png "$OUT/jpeg_penalty_full.png" ;;
   candidates)  # docs/recipe-candidates.md: each candidate against the default, paired by seed
     jpeg_split
-    python -m experiments.gpu_jpeg_recipe --data-dir data/cifar-jpeg --plan candidates --out runs/candidates --budget 420
-    cp runs/candidates/results.json "$OUT/candidates_results.json" ;;
+    # A series (series.py): stopped by the timeout (SIGTERM), the finished runs are in summary.json
+    # and the same command continues it. More than one GPU: torchrun --nproc-per-node=N -m ...
+    timeout --signal=TERM 420 python -m experiments.gpu_jpeg_recipe --data-dir data/cifar-jpeg --plan candidates \
+        --out runs/candidates || echo "the plan stopped (exit $?): summary.json holds the finished runs"
+    cp runs/candidates/summary.json "$OUT/candidates_summary.json"
+    (cd runs/candidates && find . -name metrics.json | tar -czf "$OUT/candidates_metrics.tar.gz" -T -) ;;
   speed)       # docs/performance.md: where the time goes, and the fixes side by side
     python -m experiments.profile_gpu --out "$OUT"
     python bench.py --variants --json "$OUT/bench_variants_{gpu}.json" ;;

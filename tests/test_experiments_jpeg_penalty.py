@@ -97,16 +97,21 @@ def test_found_runs_with_the_fixed_lrs_serve_as_the_fixed_arm():
     assert jpeg_penalty.reuse_found_runs({("found", "jpeg"): {0: rec(0.3, 0)}}) == {}     # no fixed arm yet
 
 
-def test_the_candidates_table_pairs_by_seed_and_counts_diverged_runs():
-    rows = [{"name": f"{arm}-s{seed}", "seed": seed, "val_accuracy": acc} for arm, seed, acc in (
-        ("default", 0, 90.0), ("default", 1, 90.4), ("default", 2, 89.9),
-        ("ema2", 0, 90.5), ("ema2", 1, 90.7), ("ema2", 2, None), ("smooth0.2", 3, 91.0))]
-    lines = recipe.paired_table(rows).splitlines()
-    assert lines[2].startswith("| default | 3 | 90.10 ± 0.26 | - | 0 |")
-    assert lines[3] == "| ema2 | 2 | 90.60 ± 0.14 | +0.40 ± 0.10 (2 pairs) | 1 |"     # seed 2 diverged: counted
-    assert lines[4] == "| smooth0.2 | 1 | 91.00 | - | 0 |"                            # seed 3: no pair
-    assert [p[0] for p in recipe.CANDIDATES[:5]] == ["default-s0", "cutout-inside-s0", "no-bn-wd-s0", "smooth0.2-s0",
-                                                   "ema2-s0"]                           # by seed first
+def test_the_candidates_plan_is_a_series_of_arms_against_the_default(tmp_path, one_cpu_thread):
+    """Each arm over the seeds in a folder named for its settings, through series.run_series (so
+    torchrun can spread it), the default first: the baseline of the paired differences."""
+    tiny = dict(synthetic=True, synthetic_train=128, synthetic_test=64, width=4, batch_size=64, eval_batch_size=64,
+                epochs=1, peak_epoch=1, lr_max=0.1, precision="fp32", device="cpu")
+    summary = recipe.main(["--data-dir", str(tmp_path / "none"), "--plan", "candidates", "--seeds", "2",
+                           "--out", str(tmp_path / "c"), "--set", json.dumps(tiny)])
+    arms = ["default", "cutout_inside=true", "bn_weight_decay=false", "label_smoothing=0.2", "ema_epochs=2.0"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.is_dir()) == sorted(arms)
+    assert summary["runs_planned"] == 10 and summary["status"] == "complete"
+    table = {p["point"]: p for p in summary["points"]}
+    assert table["default"]["minus_first"] is None and table["ema_epochs=2.0"]["minus_first"]["pairs"] == 2
+    record = json.loads((tmp_path / "c" / "label_smoothing=0.2" / "seed-1" / "metrics.json").read_text())
+    assert record["config"]["label_smoothing"] == 0.2 and record["config"]["seed"] == 1
+    assert record["config"]["download"] is False
 
 
 FAKE_CIFAR10_JPEG = '''

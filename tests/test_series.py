@@ -177,30 +177,60 @@ def test_series_mistakes_are_one_line(args, says, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_a_series_run_recorded_before_a_setting_existed_is_kept():
+def test_a_series_run_recorded_before_a_setting_existed_is_kept(tmp_path):
     """--seeds continues a series whose finished runs were recorded before a setting existed;
     a record made with another value of a setting is still refused."""
-    import tempfile
-    import pathlib
     cfg = train.Config.from_keywords({**TINY, "seed": 3})
-    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("ema_epochs", "cutout_inside", "bn_weight_decay")}
-    with tempfile.TemporaryDirectory() as folder:
-        metrics = pathlib.Path(folder) / "metrics.json"
-        numbers = {"status": "complete", "test_accuracy": 25.0, "test_correct": 16, "data": {"test_images": 64},
-                   "lr_min": 0.01, "lr_max": 0.1}
-        metrics.write_text(json.dumps({**numbers, "config": old}))
-        assert series.earlier_run(folder, cfg)["config"] == old
-        metrics.write_text(json.dumps({**numbers, "config": {**old, "cutout_inside": True}}))
-        with pytest.raises(UsageError, match="cutout_inside=True"):
-            series.earlier_run(folder, cfg)
+    record = train.main(**TINY, seed=3, out_dir=str(tmp_path))
+    old = {k: v for k, v in record["config"].items() if k not in ("ema_epochs", "cutout_inside", "bn_weight_decay")}
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({**record, "config": old}))
+    assert series.earlier_run(tmp_path, cfg)["config"] == old
+    metrics.write_text(json.dumps({**record, "config": {**old, "cutout_inside": True}}))
+    with pytest.raises(UsageError, match="cutout_inside=True"):
+        series.earlier_run(tmp_path, cfg)
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"status": "complete"}'])
-def test_a_corrupt_record_in_a_series_is_one_line_naming_the_file(tmp_path, content, capsys):
+@pytest.mark.parametrize("content, says", [("{not json", "not a readable record of a run"),
+                                           ("[1, 2]", "not a record of a run as train.py writes it (a JSON list"),
+                                           ('{"status": "complete"}', "not a record of a run as train.py writes it")])
+def test_a_corrupt_record_in_a_series_is_one_line_naming_the_file(tmp_path, content, says, capsys):
     (tmp_path / "seed-0").mkdir()
     (tmp_path / "seed-0" / "metrics.json").write_text(content)
     code = settings.cli(train.main, train.Config, ["--synthetic", "--seeds", "2", "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert f"{tmp_path / 'seed-0' / 'metrics.json'}: not a readable record of a run" in err
+    assert f"{tmp_path / 'seed-0' / 'metrics.json'}: {says}" in err
     assert (tmp_path / "seed-0" / "metrics.json").read_text() == content
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("test_accuracy", "93.1", """its 'test_accuracy' is "93.1", not its last epoch's test_acc"""),
+    ("test_correct", 70000, "its 'test_correct' is 70000, not its last epoch's test_correct"),
+    ("lr_max", None, "its 'lr_max' is null, not a number >= lr_min"),
+    ("status", "done", """its 'status' is "done", not one of running"""),
+])
+def test_a_kept_record_with_a_wrong_field_is_one_line_naming_it(tmp_path, field, value, says, capsys):
+    """A finished run's metrics.json edited by hand (a string where a number belongs) stops the
+    series before any run, naming the file and the field; nothing is changed."""
+    out = tmp_path / "series"
+    train.main(**TINY, seeds=1, sweep="lr_max=0.1", out_dir=str(out))
+    metrics = out / "lr_max=0.1" / "seed-0" / "metrics.json"
+    record = json.loads(metrics.read_text())
+    record[field] = value
+    metrics.write_text(json.dumps(record))
+    capsys.readouterr()
+    code = settings.cli(train.main, train.Config, [*series_flags(TINY), "--sweep", "lr_max=0.1,0.2",
+                                                   "--out-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"error: {metrics}: not a record of a run as train.py writes it ({says}" in err
+    assert not (out / "lr_max=0.2").exists() and json.loads(metrics.read_text())[field] == value
+
+
+def series_flags(overrides):
+    out = []
+    for k, v in overrides.items():
+        flag = "--" + k.replace("_", "-")
+        out += ([flag] if v else ["--no-" + k.replace("_", "-")]) if isinstance(v, bool) else [flag, str(v)]
+    return out

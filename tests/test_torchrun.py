@@ -369,3 +369,23 @@ def test_the_sweep_flag_repeats_and_its_mistakes_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and says in err and err.count("\n") == 1, (sweep, err)
         assert not (tmp_path / "o").exists()
+
+
+def test_the_table_per_point_pairs_by_seed_and_counts_diverged_runs():
+    def row(point, seed, acc):
+        return {"point": point, "seed": seed, "status": "diverged" if acc is None else "complete",
+                "test_accuracy": acc, "test_correct": None, "test_n": 10000}
+    points = [{"ema_epochs": 0.0}, {"ema_epochs": 2.0}, {"ema_epochs": 4.0}]
+    rows = [row("ema_epochs=0.0", 0, 90.0), row("ema_epochs=0.0", 1, 90.4), row("ema_epochs=0.0", 2, 89.9),
+            row("ema_epochs=2.0", 0, 90.5), row("ema_epochs=2.0", 1, 90.7), row("ema_epochs=2.0", 2, None),
+            row("ema_epochs=4.0", 3, 91.0)]
+    table = series.point_table(rows, points)
+    assert [t["point"] for t in table] == ["ema_epochs=4.0", "ema_epochs=2.0", "ema_epochs=0.0"]   # best mean first
+    first, ema2, ema4 = table[2], table[1], table[0]
+    assert first["minus_first"] is None and first["test_accuracy"]["mean"] == pytest.approx(90.1)
+    assert first["test_accuracy"]["std"] == pytest.approx(0.2645751, abs=1e-6)      # sample std of 90.0, 90.4, 89.9
+    assert ema2["runs_finished"] == 3 and ema2["runs_diverged"] == 1                  # seed 2 diverged: counted
+    assert ema2["minus_first"]["pairs"] == 2 and ema2["minus_first"]["mean"] == pytest.approx(0.4)   # +0.5, +0.3
+    assert ema2["minus_first"]["se"] == pytest.approx(0.1)
+    assert ema4["minus_first"] == {"pairs": 0, "mean": None, "se": None}             # seed 3: no pair
+    assert series.difference(ema2) == "+0.40 ± 0.10 (2 pairs)" and series.difference(ema4) == "-"
