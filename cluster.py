@@ -21,6 +21,7 @@ from typing import Optional
 
 import torch
 
+import utils
 from utils import UsageError
 
 POLL_SECONDS = 0.2           # how often a waiting process asks the store again
@@ -71,7 +72,12 @@ def join() -> Process:
     if not dist.is_available():
         raise UsageError("this PyTorch build has no torch.distributed: run the series in one process "
                          "(python train.py ...) instead of under torchrun")
-    store, rank, world_size = next(dist.rendezvous("env://", timeout=datetime.timedelta(minutes=5)))
+    try:
+        store, rank, world_size = next(dist.rendezvous("env://", timeout=datetime.timedelta(minutes=5)))
+    except (ValueError, RuntimeError, TimeoutError) as e:   # a variable missing, the store not reached
+        raise UsageError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} says this process is one of torchrun's, but "
+                         f"it cannot reach the others ({utils.first_line(e)}): start the series with torchrun, "
+                         "or unset WORLD_SIZE to run it in one process") from None
     return Process(rank=rank, world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
                    local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")), host=socket.gethostname(),
                    attempt=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")), store=store)

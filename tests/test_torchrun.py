@@ -285,6 +285,18 @@ def test_one_run_under_torchrun_is_refused_in_one_line(monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_world_size_without_torchrun_is_one_line(monkeypatch, tmp_path, capsys):
+    """WORLD_SIZE left in the environment by something else: one line, not a traceback."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    code = settings.cli(train.main, train.Config, [*flags(TINY), "--seeds", "2", "--out-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: WORLD_SIZE=2 says this process is one of "
+                                                                  "torchrun's, but it cannot reach the others (")
+    assert "unset WORLD_SIZE" in err and not (tmp_path / "o").exists()
+
+
 def test_more_processes_than_gpus_is_one_line_before_any_run(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
