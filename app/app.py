@@ -16,16 +16,19 @@ which is imported by `build` alone, so they are tested directly.
 import json
 import math
 import os
+import sys
 
 import torch
 
 import gradcam
 import predict
+import weights
 from custom_resnet import CLASSES
 from utils import UsageError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES = ("prep", "layer1", "layer2", "layer3")      # the network's parts offered for Grad-CAM
+GALLERY = ("images", "labels", "predicted", "confidence")    # gallery.pt's fields (and "classes")
 SHOWN = 160                                          # pixels a side of a picture on the page (32 upsampled)
 
 
@@ -34,18 +37,40 @@ SHOWN = 160                                          # pixels a side of a pictur
 
 class Space:
     """The model and the pictures of a Space folder: model.pt, space.json (what the run measured),
-    examples/ (one image per class) and gallery.pt (the run's misclassified held-out images)."""
+    examples/ (one image per class) and gallery.pt (the run's misclassified held-out images), each
+    read verified: UsageError naming the file that is missing or wrong."""
 
     def __init__(self, folder=HERE):
         self.folder = folder
+        again = "export the Space again: python -m app.export RUN SPACE"
         self.model = predict.load_model(os.path.join(folder, "model.pt"))        # weights_only, verified
-        with open(os.path.join(folder, "space.json")) as f:
-            self.about = json.load(f)
-        self.examples = sorted(os.path.join(folder, "examples", f) for f in os.listdir(os.path.join(folder, "examples"))
-                               if f.endswith(".png"))
-        gallery = torch.load(os.path.join(folder, "gallery.pt"), weights_only=True)
+        self.about = read_about(os.path.join(folder, "space.json"), again)
+        examples = os.path.join(folder, "examples")
+        if not os.path.isdir(examples):
+            raise UsageError(f"{examples}: no such folder (the 10 example images); {again}")
+        self.examples = sorted(os.path.join(examples, f) for f in os.listdir(examples) if f.endswith(".png"))
+        gallery = weights.read_images(os.path.join(folder, "gallery.pt"), {"": GALLERY}, again)
         self.gallery_images, self.gallery_labels = gallery["images"], gallery["labels"]
         self.gallery_predicted, self.gallery_confidence = gallery["predicted"], gallery["confidence"]
+
+
+def read_about(path, advice) -> dict:
+    """space.json: what the page says of the run, its accuracy a percentage and its data named;
+    UsageError naming the field otherwise."""
+    try:
+        with open(path) as f:
+            about = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not a readable space.json ({e.strerror if isinstance(e, OSError) else e}); "
+                         f"{advice}") from None
+    if not isinstance(about, dict):
+        raise UsageError(f"{path}: a JSON {type(about).__name__}, not the object the export writes; {advice}")
+    accuracy = about.get("accuracy")
+    if not (_number(accuracy) and 0 <= accuracy <= 100):
+        raise UsageError(f"{path}: its 'accuracy' is not a percentage from 0 to 100; {advice}")
+    if not isinstance(about.get("data"), str):
+        raise UsageError(f"{path}: its 'data' (what the accuracy was measured on) is not a text; {advice}")
+    return about
 
 
 def layer_choices() -> list:
@@ -60,16 +85,20 @@ def layer_choices() -> list:
     return [(label(n), n) for n in stages]
 
 
+def _number(value) -> bool:
+    """Whether value is a finite int or float (True, NaN and "3" are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _whole(value, low, high) -> bool:
     """Whether value is a whole number in low..high (True, NaN and "3" are not)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and int(value) == value and low <= value <= high)
+    return _number(value) and int(value) == value and low <= value <= high
 
 
 def _check(top_k, opacity, layer):
     if not _whole(top_k, 1, 10):
         raise UsageError(f"the number of top classes must be a whole number from 1 to 10, got {top_k!r}")
-    if isinstance(opacity, bool) or not isinstance(opacity, (int, float)) or not 0 <= opacity <= 1:
+    if not _number(opacity) or not 0 <= opacity <= 1:
         raise UsageError(f"the opacity must lie between 0 and 1, got {opacity!r}")
     if layer not in STAGES:
         raise UsageError(f"Grad-CAM is offered at {', '.join(STAGES)}, not at {layer!r}")
@@ -197,14 +226,20 @@ def build(space):
     return page
 
 
-def main():
+def main() -> int:
     """Serve the page: on 127.0.0.1 (this machine only) unless on Hugging Face Spaces, which sets
-    SPACE_ID and needs 0.0.0.0; the port from PORT, 7860 by default."""
-    space = Space()
+    SPACE_ID and needs 0.0.0.0; the port from PORT, 7860 by default. A Space that cannot be read
+    is one line (exit status 2)."""
+    try:
+        space = Space()
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     host = "0.0.0.0" if os.environ.get("SPACE_ID") else os.environ.get("HOST", "127.0.0.1")
     build(space).launch(server_name=host, server_port=int(os.environ.get("PORT", 7860)), ssr_mode=False,
                         show_error=True, allowed_paths=[HERE])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

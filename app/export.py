@@ -13,17 +13,21 @@ a Space (`git push` to huggingface.co/spaces/<you>/<name>) and it runs there on 
 """
 import argparse
 import ast
-import json
+import errno
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 
 import torch
 
+import checkpoint
 import report
 import utils
 import weights
+from app.app import GALLERY
 from custom_resnet import CLASSES
 from utils import UsageError
 
@@ -31,6 +35,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "app")
 TRAINING = {"train", "settings", "series", "lr_finder", "report", "data", "bench", "checkpoint"}    # never in a Space
 GRADIO = "6.31.0"          # the version app.py was written and tested with (the Spaces header's sdk_version)
+IMAGES_PT = {"misclassified": ("index", "images", "labels", "predicted", "confidence"),     # a run's images.pt
+             "examples": ("index", "images", "labels")}
 
 
 def modules_of(path) -> list:
@@ -51,44 +57,62 @@ def modules_of(path) -> list:
 
 
 def finished_run(run_dir):
-    """(record, weights) of a finished run's folder; UsageError naming what is missing."""
-    metrics = os.path.join(run_dir, "metrics.json")
+    """(record, checkpoint, kept images) of a finished run's folder, each read verified, the record
+    checked against the checkpoint (the figures a Space publishes are the checkpoint's, never an
+    edited metrics.json's) and model.pt against the checkpoint's last weights; UsageError naming
+    what is missing or wrong, and a command that would work."""
+    metrics, ckpt_path = os.path.join(run_dir, "metrics.json"), os.path.join(run_dir, "checkpoint.pt")
+    resume = f"python train.py --resume {ckpt_path}"
+    rewrite, rewrite_them = (f"write {it} again from the run's checkpoint: {resume}" for it in ("it", "them"))
     if not os.path.isdir(run_dir):
         raise UsageError(f"{run_dir}: no such folder; give the output folder of a finished run (train.py's --out-dir)")
     try:
-        with open(metrics) as f:
-            record = json.load(f)
+        record = checkpoint.read_record(metrics, rewrite if os.path.isfile(ckpt_path) else
+                                        "give the output folder of a finished run")
     except FileNotFoundError:
         raise UsageError(f"{run_dir} holds no run (no metrics.json): give the output folder of a finished run") from None
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{metrics}: not a readable record ({utils.first_line(e)})") from None
-    if record.get("status") != "complete":
-        resume = os.path.join(run_dir, "checkpoint.pt")
-        raise UsageError(f"{run_dir} holds a run that is {record.get('status', 'unknown')}, not finished: finish it "
-                         f"first (python train.py --resume {resume})")
+    if not os.path.isfile(ckpt_path):
+        raise UsageError(f"{run_dir} has no checkpoint.pt, against which the figures a Space publishes are "
+                         "checked: copy the run's checkpoint.pt back into it, or export a finished run that has one")
+    if record["status"] != "complete":
+        raise UsageError(f"{run_dir} holds a run that is {record['status']}, not finished: finish it first ({resume})")
+    ckpt = checkpoint.read_checkpoint(ckpt_path, ckpt_path, "copy the run's own checkpoint.pt back, or export "
+                                      "another run")
+    differ = [k for k in ("history", "lr_min", "lr_max", "lr_source") if record[k] != ckpt[k]]
+    differ += [f"config.{k}" for k in ("width", "synthetic", "epochs") if record["config"].get(k) != ckpt["config"][k]]
+    differ += ["data.source"] * ((record["data"]["source"] == "synthetic") != ckpt["config"]["synthetic"])
+    if differ:
+        raise UsageError(f"{metrics} does not agree with the run's checkpoint (in {', '.join(differ)}): an edited "
+                         f"or another run's record, whose figures a Space must not publish; {rewrite}")
     path = os.path.join(run_dir, "model.pt")
-    if not os.path.exists(path):
-        raise UsageError(f"{run_dir} has no model.pt: the run's weights are missing; resume the finished run to write "
-                         f"them again (python train.py --resume {os.path.join(run_dir, 'checkpoint.pt')})")
+    if not os.path.isfile(path):
+        raise UsageError(f"{run_dir} has no model.pt: the run's weights are missing; {rewrite_them}")
     trained_weights = weights.read_weights(path, "give the model.pt of a finished run")
-    width, trained = record["config"]["width"], trained_weights.get("prep.conv.weight")
+    width, trained = ckpt["config"]["width"], trained_weights.get("prep.conv.weight")
     if trained is None or trained.shape[0] != width:
         found = "no prep.conv.weight" if trained is None else f"width {trained.shape[0]}"
         raise UsageError(f"{path} is a model of {found}, but the run's record says width {width}: the weights are "
                          "not this run's; copy the run's own model.pt back, or export the run it came from")
-    if not os.path.exists(os.path.join(run_dir, "images.pt")):
-        raise UsageError(f"{run_dir} has no images.pt (the images the app shows); resume the finished run to write "
-                         f"it: python train.py --resume {os.path.join(run_dir, 'checkpoint.pt')}")
-    return record, trained_weights
+    last = ckpt.get("average") or ckpt["model"]             # what model.pt keeps: the weight average, if any
+    if trained_weights.keys() != last.keys() or not all(torch.equal(trained_weights[k], last[k]) for k in last):
+        raise UsageError(f"{path} is not the weights of the run's last epoch (its checkpoint holds others), so the "
+                         f"run's accuracy is not theirs; {rewrite_them}")
+    images = os.path.join(run_dir, "images.pt")
+    if not os.path.isfile(images):
+        raise UsageError(f"{run_dir} has no images.pt (the images the app shows); {rewrite}")
+    kept = weights.read_images(images, IMAGES_PT, rewrite)
+    return record, ckpt, kept
 
 
-def space_json(record, data_name):
-    return {"accuracy": record["test_accuracy"], "correct": record["test_correct"],
-            "n": record["history"][-1]["test_n"], "split": report.data_label(record),
-            "data": data_name or default_data_name(record), "source": record["data"]["source"],
-            "width": record["config"]["width"], "parameters": record.get("parameters"),
-            "epochs": len(record["history"]), "lr_min": record["lr_min"], "lr_max": record["lr_max"],
-            "lr_source": "found by the LR range test" if record["lr_source"] == "range test" else record["lr_source"],
+def space_json(record, ckpt, data_name):
+    """What the Space's page says: the accuracy, the LRs and the epochs from the verified checkpoint
+    (its last epoch: the weights model.pt holds), the rest from the record (checked against it)."""
+    last = ckpt["history"][-1]
+    return {"accuracy": last["test_acc"], "correct": last["test_correct"], "n": last["test_n"],
+            "split": report.data_label(record), "data": data_name or default_data_name(record),
+            "source": record["data"]["source"], "width": ckpt["config"]["width"], "parameters": record["parameters"],
+            "epochs": len(ckpt["history"]), "lr_min": ckpt["lr_min"], "lr_max": ckpt["lr_max"],
+            "lr_source": "found by the LR range test" if ckpt["lr_source"] == "range test" else ckpt["lr_source"],
             "hardware": report.describe_hardware(record), "commit": (record.get("code") or {}).get("git_commit")}
 
 
@@ -155,11 +179,11 @@ Made with `python -m app.export` from this training repository{f', commit {about
 
 
 def export(run_dir, space_dir, data_name=None) -> dict:
-    """Write the Space for the finished run in run_dir into space_dir (created, or an earlier export
-    updated in place: its files replaced, its hidden ones such as .git kept; any other content
-    refused). Returns space.json's content."""
-    record, _ = finished_run(run_dir)
-    kept = torch.load(os.path.join(run_dir, "images.pt"), weights_only=True)
+    """Write the Space for the finished run in run_dir into space_dir: a new folder, or an earlier
+    export, whose files are all replaced but its hidden ones (its .git); a folder holding anything
+    else is refused. The Space is written beside space_dir first and swapped in only when whole,
+    so a failure (a full disk) leaves space_dir as it was. Returns space.json's content."""
+    record, ckpt, kept = finished_run(run_dir)
     modules = modules_of(os.path.join(APP, "app.py"))
     leaked = {m[:-3] for m in modules} & TRAINING
     if leaked:                                                        # a guard on the app's imports
@@ -174,28 +198,77 @@ def export(run_dir, space_dir, data_name=None) -> dict:
     if others:
         raise UsageError(f"{space_dir} holds other files ({', '.join(others[:3])}): give a new or empty folder for "
                          "the Space, or an earlier export of it (whose files are replaced, its .git kept)")
-    for name in sorted(ours - written) if earlier else ():                # modules an earlier export needed
-        if os.path.isfile(os.path.join(space_dir, name)):
-            os.remove(os.path.join(space_dir, name))
-    if os.path.isdir(os.path.join(space_dir, "examples")):
-        shutil.rmtree(os.path.join(space_dir, "examples"))            # an earlier export's: replaced whole
-    os.makedirs(os.path.join(space_dir, "examples"))
-    for name in ("app.py", "requirements.txt"):
-        shutil.copy(os.path.join(APP, name), space_dir)
-    for name in modules:
-        shutil.copy(os.path.join(ROOT, name), space_dir)
-    shutil.copy(os.path.join(run_dir, "model.pt"), space_dir)
+    about = space_json(record, ckpt, data_name)
+    existed, new = os.path.isdir(space_dir), None
+    try:
+        new = _beside(space_dir)
+        _write_space(new, run_dir, kept, modules, about)
+        _swap_in(new, space_dir)
+    except OSError as e:
+        why = e.strerror or utils.first_line(e)
+        then = "free some space and export again" if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else \
+            "export again once that is fixed"
+        raise UsageError(f"could not write the Space ({why}): {space_dir} "
+                         f"{'is as it was' if existed else 'was not made'}; {then}") from None
+    finally:
+        if new and os.path.isdir(new):
+            shutil.rmtree(new, ignore_errors=True)
+    return about
+
+
+def _beside(space_dir) -> str:
+    """A new hidden folder beside space_dir, on the same file system (so that it can be renamed
+    into place), with the mode space_dir has (or a new folder's)."""
+    parent = os.path.dirname(os.path.abspath(space_dir))
+    os.makedirs(parent, exist_ok=True)
+    new = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(space_dir))}.new-")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(new, stat.S_IMODE(os.stat(space_dir).st_mode) if os.path.isdir(space_dir) else 0o777 & ~umask)
+    return new
+
+
+def _write_space(folder, run_dir, kept, modules, about):
+    """Every file of the Space into `folder`, a new one."""
     from PIL import Image
+    os.makedirs(os.path.join(folder, "examples"))
+    for name in ("app.py", "requirements.txt"):
+        shutil.copy(os.path.join(APP, name), folder)
+    for name in modules:
+        shutil.copy(os.path.join(ROOT, name), folder)
+    shutil.copy(os.path.join(run_dir, "model.pt"), folder)
     for image, label in zip(kept["examples"]["images"], kept["examples"]["labels"]):
         name = f"{int(label)}_{CLASSES[int(label)]}.png"
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(os.path.join(space_dir, "examples", name))
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(os.path.join(folder, "examples", name))
     wrong = kept["misclassified"]
-    torch.save({k: wrong[k] for k in ("images", "labels", "predicted", "confidence")} | {"classes": kept["classes"]},
-               os.path.join(space_dir, "gallery.pt"))
-    about = space_json(record, data_name)
-    utils.atomic_write_json(about, os.path.join(space_dir, "space.json"))
-    utils.atomic_write_text(readme(about), os.path.join(space_dir, "README.md"))
-    return about
+    utils.atomic_torch_save({k: wrong[k] for k in GALLERY} | {"classes": kept["classes"]},
+                            os.path.join(folder, "gallery.pt"))
+    utils.atomic_write_json(about, os.path.join(folder, "space.json"))
+    utils.atomic_write_text(readme(about), os.path.join(folder, "README.md"))
+
+
+def _swap_in(new, space_dir):
+    """The whole Space `new` in place of space_dir, the old one's hidden files (its .git) moved
+    into it first: renames in one folder, none of which needs space; undone if one fails."""
+    if not os.path.exists(space_dir):
+        os.rename(new, space_dir)
+        return
+    parent, name = os.path.split(new)
+    old = os.path.join(parent, name.replace(".new-", ".old-", 1))
+    moved = []
+    try:
+        for hidden in sorted(f for f in os.listdir(space_dir) if f.startswith(".")):
+            os.rename(os.path.join(space_dir, hidden), os.path.join(new, hidden))
+            moved.append(hidden)
+        os.rename(space_dir, old)
+        os.rename(new, space_dir)
+    except BaseException:
+        if not os.path.exists(space_dir) and os.path.isdir(old):
+            os.rename(old, space_dir)
+        for hidden in moved:
+            os.rename(os.path.join(new, hidden), os.path.join(space_dir, hidden))
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,10 @@
 """The web app (app/app.py) and its export as a Space (app/export.py): the functions directly, the
 export's refusals, and the exported app served on 127.0.0.1 and used in a real headless browser."""
+import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,6 +20,7 @@ from PIL import Image
 import gradcam
 import predict
 import train
+import utils
 from app import app as webapp
 from app import export
 from custom_resnet import CLASSES, CustomResNet
@@ -132,6 +136,140 @@ def test_an_export_again_updates_the_space_in_place_and_keeps_its_git(run, space
     assert (folder / "examples" / "0_airplane.png").read_bytes() == (space[0] / "examples" / "0_airplane.png").read_bytes()
 
 
+def tree(folder):
+    """Every file under folder, hidden ones included: {relative path: bytes}."""
+    return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
+            for d, _, files in os.walk(folder) for f in files}
+
+
+@contextlib.contextmanager
+def failing(how, monkeypatch):
+    """A write of the export fails: a file-size limit (what a full disk does to a write, EFBIG
+    instead of ENOSPC: here at model.pt, early), a full disk at the last file (README.md), or the
+    rename that swaps the new Space in."""
+    if how == "size limit":
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))          # bytes: below model.pt's size
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        return
+    with monkeypatch.context() as m:
+        if how == "disk full at the last file":
+            def full(*args):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            m.setattr(utils, "atomic_write_text", full)
+        else:
+            rename = os.rename
+
+            def refused(src, dst):
+                if ".new-" in os.path.basename(src):
+                    raise OSError(errno.EXDEV, "Invalid cross-device link")
+                return rename(src, dst)
+            m.setattr(os, "rename", refused)
+        yield
+
+
+@pytest.mark.parametrize("how", ["size limit", "disk full at the last file", "the swap"])
+def test_an_export_that_fails_leaves_the_old_space_as_it_was_and_makes_no_half_space(run, tmp_path, capsys,
+                                                                                     monkeypatch, how):
+    folder = tmp_path / "space"
+    export.export(str(run[0]), str(folder))
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    before = tree(folder)
+    with failing(how, monkeypatch):
+        assert export.main([str(run[0]), str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not write the Space (") and err.count("\n") == 1, err
+    assert f"{folder} is as it was" in err
+    assert tree(folder) == before and os.listdir(tmp_path) == ["space"]          # nothing beside it either
+    with failing(how, monkeypatch):
+        assert export.main([str(run[0]), str(tmp_path / "new")]) == 2
+    assert f"{tmp_path / 'new'} was not made" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["space"]
+
+
+def spoiled(run_dir, spoil):
+    """Change one thing of a finished run's folder."""
+    metrics = run_dir / "metrics.json"
+    record = json.loads(metrics.read_text())
+    if spoil == "no config":
+        del record["config"]
+    elif spoil == "a list":
+        record = [record]
+    elif spoil == "accuracy edited":
+        record["test_accuracy"] = 99.0
+    elif spoil == "accuracy and its epoch edited":
+        record["test_accuracy"] = record["history"][-1]["test_acc"] = 99.0
+    elif spoil == "another run's model":
+        torch.save(CustomResNet(width=8).state_dict(), run_dir / "model.pt")
+    elif spoil == "no checkpoint":
+        (run_dir / "checkpoint.pt").unlink()
+    elif spoil == "images.pt cut":
+        blob = (run_dir / "images.pt").read_bytes()
+        (run_dir / "images.pt").write_bytes(blob[:len(blob) // 2])
+    elif spoil == "a label out of range":
+        kept = torch.load(run_dir / "images.pt", weights_only=True)
+        kept["misclassified"]["labels"][0] = 12
+        torch.save(kept, run_dir / "images.pt")
+    metrics.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("spoil, says", [
+    ("a list", "metrics.json: not a record of a run as train.py writes it (a JSON list, not an object)"),
+    ("no config", "metrics.json: not a record of a run as train.py writes it (its 'config' is missing"),
+    ("accuracy edited", "its 'test_accuracy' is 99.0, not its last epoch's test_acc"),
+    ("accuracy and its epoch edited", "metrics.json does not agree with the run's checkpoint (in history)"),
+    ("another run's model", "model.pt is not the weights of the run's last epoch"),
+    ("no checkpoint", "has no checkpoint.pt, against which the figures a Space publishes are checked"),
+    ("images.pt cut", "images.pt: not a readable file of images (cut short: its zip archive has no end)"),
+    ("a label out of range", "images.pt: its 'misclassified.labels' is not one class 0..9 per image"),
+])
+def test_a_record_weights_or_images_not_the_runs_own_are_refused_in_one_line(run, tmp_path, capsys, spoil, says):
+    """The Space publishes the accuracy of the run's verified checkpoint, never an edited
+    metrics.json's; every file it takes is read verified, and the hint is a command that works."""
+    copy = tmp_path / "run"
+    shutil.copytree(run[0], copy)
+    spoiled(copy, spoil)
+    assert export.main([str(copy), str(tmp_path / "space")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "space").exists()
+    if spoil == "accuracy and its epoch edited":                 # the command it gives puts things right
+        assert f"python train.py --resume {copy / 'checkpoint.pt'}" in err
+        train.main(resume=str(copy / "checkpoint.pt"))
+        assert export.export(str(copy), str(tmp_path / "space"))["accuracy"] == run[1]["test_accuracy"]
+
+
+def test_a_space_that_cannot_be_read_is_one_line_at_start_up(space, tmp_path):
+    folder = tmp_path / "space"
+    shutil.copytree(space[0], folder)
+    gallery = torch.load(folder / "gallery.pt", weights_only=True)
+    checks = [("gallery.pt", lambda: torch.save({**gallery, "confidence": gallery["confidence"] * float("nan")},
+                                                folder / "gallery.pt"),
+               "gallery.pt: its 'confidence' is not one probability in [0, 1] per image"),
+              ("gallery.pt", lambda: (folder / "gallery.pt").write_bytes(b"PK\x03\x04 cut"),
+               "gallery.pt: not a readable file of images (cut short"),
+              ("space.json", lambda: (folder / "space.json").write_text("[]"),
+               "space.json: a JSON list, not the object the export writes"),
+              ("space.json", lambda: (folder / "space.json").write_text('{"accuracy": "93", "data": "x"}'),
+               "space.json: its 'accuracy' is not a percentage from 0 to 100")]
+    for name, spoil, says in checks:
+        kept = (folder / name).read_bytes()
+        spoil()
+        with pytest.raises(UsageError, match=re.escape(says) + ".*export the Space again: python -m app.export"):
+            webapp.Space(str(folder))
+        (folder / name).write_bytes(kept)
+    shutil.rmtree(folder / "examples")
+    with pytest.raises(UsageError, match="examples: no such folder"):
+        webapp.Space(str(folder))
+    out = subprocess.run([sys.executable, "app.py"], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "examples: no such folder" in out.stderr, out.stderr
+
+
 # ----------------------------------------------------------------------------------------------
 # The app's functions, directly (no Gradio needed)
 
@@ -216,6 +354,8 @@ def test_a_bad_upload_is_one_clear_message(loaded, tmp_path):
         webapp.classify(loaded, str(tmp_path / "notes.png"))
     with pytest.raises(UsageError, match="normalised"):
         webapp.classify(loaded, torch.randn(3, 32, 32))
+    with pytest.raises(UsageError, match="holds NaN or inf"):                # NaN passes a [0, 1] check
+        webapp.classify(loaded, torch.rand(3, 32, 32).index_fill_(2, torch.tensor([3]), float("nan")))
     with pytest.raises(UsageError, match="one image at a time"):
         webapp.classify(loaded, [str(tmp_path / "notes.png")] * 2)
     big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))

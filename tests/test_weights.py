@@ -1,5 +1,8 @@
 """weights.py: torch files read back verified: missing, foreign, damaged and non-finite files
 each refused in one UsageError; the checksums that torch.load does not check."""
+import ast
+import os
+
 import pytest
 import torch
 
@@ -7,6 +10,8 @@ import train
 import weights
 from test_checkpoint import TINY, flip_a_bit_of_the_largest_tensor
 from utils import UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +54,22 @@ def test_a_checkpoint_given_as_weights_says_which_file_to_give(run_folder):
         weights.read_weights(str(run_folder / "checkpoint.pt"), "give a model.pt")
     state = weights.read_weights(str(run_folder / "model.pt"), "give a model.pt")
     assert all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values())
+
+
+def test_no_torch_file_is_read_outside_weights_py():
+    """Every torch file is read through weights.read_torch_file (checksums, weights_only, one line
+    naming the file): a bare torch.load anywhere else in the code would skip all of it."""
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "tests"]       # tests read what they wrote
+        for name in files:
+            path = os.path.join(folder, name)
+            if not name.endswith(".py") or path == os.path.join(ROOT, "weights.py"):
+                continue
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                if (isinstance(node, ast.Attribute) and ast.unparse(node) in ("torch.load", "torch.serialization.load")
+                        or isinstance(node, ast.ImportFrom) and node.module in ("torch", "torch.serialization")
+                        and any(a.name == "load" for a in node.names)):
+                    found.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert found == []
+
