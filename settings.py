@@ -12,8 +12,10 @@ train.Config is a dataclass of `setting(...)` fields that inherits `Settings`:
 import argparse
 import dataclasses
 import difflib
+import json
 import math
 import os
+import re
 import shlex
 import sys
 from typing import Optional
@@ -217,9 +219,66 @@ def cli(main, config_class, argv=None) -> int:
         return Interrupted.exit_code
     except UsageError as e:
         label = "interrupted" if isinstance(e, Interrupted) else "error"
-        print(f"{label}: {str(e).removeprefix('interrupted; ')}", file=sys.stderr)
+        message = for_command_line(str(e).removeprefix("interrupted; "), config_class)
+        print(f"{label}: {message}", file=sys.stderr)
         return e.exit_code
     return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# A message in the words of whoever reads it. The modules speak to main()'s caller: a setting is
+# named by its flag (--out-dir), a switch by its keyword (download=True) or by both ("--overwrite
+# (overwrite=True)"). The command line reads flags only; the notebook has OUT_DIR and OVERRIDES.
+
+_SWITCH = re.compile(r"\b([a-z][a-z0-9_]*)=(True|False)\b")            # download=True
+_BOTH = re.compile(r"(--[a-z][a-z0-9-]*) \(([a-z][a-z0-9_]*=(?:True|False))\)")   # --overwrite (overwrite=True)
+_FLAG = re.compile(r"--(no-)?([a-z][a-z0-9-]*)(?: ([^\s;,)]+))?")         # --resume out/checkpoint.pt
+_NOT_VALUES = {"or", "and", "to", "in", "on", "with", "for", "from", "of", "is", "the", "a", "an", "at", "as",
+               "but", "then", "instead", "again", "first", "too", "here"}      # "another --out-dir or ..."
+
+
+def _flag(name, value) -> str:
+    return ("--" if value else "--no-") + name.replace("_", "-")
+
+
+def for_command_line(message: str, config_class) -> str:
+    """`message` for the command line: a switch named as a keyword becomes its flag
+    (download=True -> --download, download=False -> --no-download), and a keyword in brackets
+    after its own flag goes ("--overwrite (overwrite=True)" -> "--overwrite")."""
+    switches = {f.name for f in dataclasses.fields(config_class) if f.type is bool}
+
+    def flag(m):
+        return _flag(m[1], m[2] == "True") if m[1] in switches else m[0]
+    message = _BOTH.sub(lambda m: m[1] if _SWITCH.sub(flag, m[2]) == m[1] else m[0], message)
+    return _SWITCH.sub(flag, message)
+
+
+def for_notebook(message, config_class) -> str:
+    """`message` for run.ipynb, whose settings are its Parameters cell's: --out-dir is OUT_DIR,
+    every other setting a key of OVERRIDES (--overwrite or overwrite=True ->
+    OVERRIDES={"overwrite": True}; --resume out/checkpoint.pt -> OVERRIDES={"resume": "out/checkpoint.pt"};
+    a flag named without a value, "drop --epochs" -> 'drop OVERRIDES["epochs"]')."""
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    message = _BOTH.sub(lambda m: m[2], str(message))              # one form is enough: the keyword
+    message = _SWITCH.sub(lambda m: f'OVERRIDES={{"{m[1]}": {m[2]}}}' if m[1] in fields else m[0], message)
+
+    def parameter(m):
+        name, word = m[2].replace("-", "_"), m[3] or ""
+        if name not in fields or (m[1] and fields[name].type is not bool):
+            return m[0]
+        value, end = word.rstrip(".:"), word[len(word.rstrip(".:")):]        # the sentence's punctuation
+        kind = fields[name].type
+        if not word or kind is bool or not (value not in _NOT_VALUES if kind is str
+                                            else re.fullmatch(r"[\d.e+-]+", value)):
+            value, end = None, (" " + word if word else "")                      # "--out-dir or ..."
+        if m[1] or kind is bool:
+            return f'OVERRIDES={{"{name}": {not m[1]}}}' + end
+        if name == "out_dir":
+            return "OUT_DIR" + ("" if value is None else f' = "{value}"') + end
+        if value is None:
+            return f'OVERRIDES["{name}"]' + end
+        return f'OVERRIDES={{"{name}": {value if kind is not str else json.dumps(value)}}}' + end
+    return _FLAG.sub(parameter, message)
 
 
 # ----------------------------------------------------------------------------------------------

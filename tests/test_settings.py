@@ -171,6 +171,55 @@ def test_missing_cifar_offline_is_a_clear_error(tmp_path):
     out = run_cli("--data-dir", str(tmp_path / "none"), "--no-download", "--out-dir", str(tmp_path / "o"))
     assert out.returncode == 2 and "CIFAR-10 not found" in out.stderr and "--synthetic" in out.stderr
     assert "Traceback" not in out.stderr
+    # The command line names its flag; from Python the same message names the keyword.
+    assert "(--download, the default)" in out.stderr and "download=True" not in out.stderr
+    with pytest.raises(UsageError, match=r"\(download=True, the default\)"):
+        train.main(data_dir=str(tmp_path / "none"), download=False, out_dir=str(tmp_path / "p"))
+
+
+def refusal(tmp_path):
+    """The message of a run refused for a folder that holds an interrupted run, from main()."""
+    (tmp_path / "checkpoint.pt").write_bytes(b"an earlier run's checkpoint")
+    with pytest.raises(UsageError) as e:
+        train.main(synthetic=True, device="cpu", out_dir=str(tmp_path))
+    return str(e.value)
+
+
+def test_a_refusal_names_the_flags_on_the_command_line_and_the_parameters_in_the_notebook(tmp_path, capsys):
+    said = refusal(tmp_path)
+    assert "--out-dir" in said and "--overwrite (overwrite=True)" in said          # main(): both forms
+    assert settings.cli(lambda **kw: train.main(**kw), train.Config,
+                        ["--synthetic", "--device", "cpu", "--out-dir", str(tmp_path)]) == 2
+    line = capsys.readouterr().err
+    assert line == f"error: {said.replace(' (overwrite=True)', '')}\n"
+    assert line.count("\n") == 1 and "=True" not in line
+    notebook = settings.for_notebook(said, train.Config)
+    assert notebook == said.replace("--resume ", 'OVERRIDES={"resume": "', 1).replace(
+        "checkpoint.pt;", 'checkpoint.pt"};', 1).replace("another --out-dir", "another OUT_DIR").replace(
+        "add --overwrite (overwrite=True)", 'add OVERRIDES={"overwrite": True}')
+    assert "--" not in notebook
+
+
+@pytest.mark.parametrize("message, command_line, notebook", [
+    ("Allow the download (download=True, the default), or run offline with --synthetic.",
+     "Allow the download (--download, the default), or run offline with --synthetic.",
+     'Allow the download (OVERRIDES={"download": True}, the default), or run offline with '
+     'OVERRIDES={"synthetic": True}.'),
+    ("forbid it with download=False; nesterov=True", "forbid it with --no-download; --nesterov",
+     'forbid it with OVERRIDES={"download": False}; OVERRIDES={"nesterov": True}'),
+    ("drop --epochs, or start a new run without --resume.", None,
+     'drop OVERRIDES["epochs"], or start a new run without OVERRIDES["resume"].'),
+    ("try --batch-size 256, or --device cpu or --no-nesterov", None,
+     'try OVERRIDES={"batch_size": 256}, or OVERRIDES={"device": "cpu"} or OVERRIDES={"nesterov": False}'),
+    ("give another --out-dir or delete it; --out-dir /tmp/x.", None,
+     'give another OUT_DIR or delete it; OUT_DIR = "/tmp/x".'),
+    ("epochs=3 and cache=True and --help stay", None, None),
+])
+def test_messages_are_worded_for_the_command_line_and_for_the_notebook(message, command_line, notebook):
+    """A keyword that is no setting (cache=True), a number (epochs=3) and a flag that is no setting
+    (--help) are left as they are."""
+    assert settings.for_command_line(message, train.Config) == (command_line or message)
+    assert settings.for_notebook(message, train.Config) == (notebook or message)
 
 
 def test_a_truncated_batch_file_is_a_clear_error_from_the_cli(tmp_path):
