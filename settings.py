@@ -31,11 +31,16 @@ RESUME_FREE = {"data_dir", "out_dir", "download", "resume", "device", "precision
                "eval_batch_size", "log_every", "plots", "progress", "gradcam_layer", "misclassified", "overwrite"}
 DESCRIPTION = ("Train the custom ResNet on CIFAR-10: LR range test, one-cycle SGD, evaluation after every "
                "epoch on the data folder's test_batch, plots, a report, checkpoints.")
+# The quick offline check: its own folder, so that the recipe's run into ./out follows it without a
+# refusal. Its time is measured by that very command (experiments/measurements/quick_check_cpu.json);
+# tests/test_docs.py holds --help, the README and the notebook to the same words.
+QUICK_CHECK = "python train.py --synthetic --epochs 3 --width 16 --batch-size 128 --out-dir out/quick-check"
+QUICK_CHECK_TIME = "12 s on an idle 2-core AMD EPYC CPU"
 EXAMPLES = f"""examples:
   python train.py                                      # the recipe: range test, 24 epochs, report
-  python train.py --synthetic --epochs 3 --width 16 --batch-size 128
-                                                       # offline pipeline check in seconds; no accuracy claim
-  python train.py --seeds 5                            # seeds 0..4, then mean, std and pass rates
+  {QUICK_CHECK}
+                                                       # offline pipeline check, {QUICK_CHECK_TIME}; no accuracy claim
+  python train.py --seeds 5 --out-dir out/seeds        # seeds 0..4, then mean, std and pass rates
   python train.py --seeds 3 --sweep lr_max=0.1,0.2 --sweep label_smoothing=0,0.2 --out-dir out/sweep
                                                        # 4 settings x 3 seeds, a table per setting
   torchrun --nproc-per-node=4 train.py --seeds 8 --out-dir out/seeds
@@ -332,11 +337,17 @@ def validate(cfg):
     need(cfg.gradcam_layer in layers, gradcam.unknown_layer(cfg.gradcam_layer, layers))
 
 
-def warnings(cfg) -> list:
-    """Settings that run but that a user should hear about first, one line each."""
+def warnings(cfg, device_type="cuda") -> list:
+    """Settings that run but that a user should hear about first, one line each; `device_type`
+    is the type of the device the run got ("cpu", "cuda", "mps")."""
+    said = []
+    if device_type == "cpu" and not cfg.synthetic:
+        said.append("note: on a CPU the full recipe takes hours (minutes on a GPU; docs/performance.md); the "
+                    f"expected time follows the first steps. To check the pipeline first ({QUICK_CHECK_TIME}): "
+                    + QUICK_CHECK)
     h, w = gradcam_layers()[cfg.gradcam_layer]
     if cfg.plots and min(h, w) < MIN_MAP_SIZE:
-        return [f"warning: Grad-CAM at {cfg.gradcam_layer} gives a {h}x{w} map; the course's graders refuse maps "
-                f"from a channel under {MIN_MAP_SIZE}x{MIN_MAP_SIZE} pixels: use --gradcam-layer layer2 "
-                "(8x8) or layer1 (16x16) for an assignment"]
-    return []
+        said.append(f"warning: Grad-CAM at {cfg.gradcam_layer} gives a {h}x{w} map; the course's graders refuse maps "
+                    f"from a channel under {MIN_MAP_SIZE}x{MIN_MAP_SIZE} pixels: use --gradcam-layer layer2 "
+                    "(8x8) or layer1 (16x16) for an assignment")
+    return said

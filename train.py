@@ -1,8 +1,9 @@
 """Train the custom ResNet on CIFAR-10: the recipe of docs/SPEC.md, top to bottom.
 
+    python train.py --synthetic --epochs 3 --width 16 --batch-size 128 --out-dir out/quick-check
+                                             # the quick offline check, any CPU (settings.QUICK_CHECK)
     python train.py                          # the recipe: range test, 24 epochs, report (downloads CIFAR-10)
-    python train.py --synthetic --epochs 3 --width 16 --batch-size 128   # offline check, any CPU
-    python train.py --seeds 5                # the recipe for seeds 0..4, then their statistics
+    python train.py --seeds 5 --out-dir out/seeds    # the recipe for seeds 0..4, then their statistics
     python train.py --help                   # every flag
 
     import train; record = train.main(epochs=24)   # from Python or a notebook
@@ -253,10 +254,14 @@ def find_lrs(cfg: Config, learner: Learner, train_loader):
     print(f"LR range test: {iters} steps, LR {cfg.lr_test_start:g} -> {cfg.lr_test_end:g} "
           f"(costs about {iters / len(loader):.1f} epochs of training)")
     t0 = time.perf_counter()
-    result = lr_finder.lr_range_test(
-        learner.model, learner.optimizer, learner.loss_fn, loader, start_lr=cfg.lr_test_start,
-        end_lr=cfg.lr_test_end, num_iter=iters, backoff=cfg.lr_backoff, min_factor=cfg.lr_min_factor,
-        rise=cfg.lr_rise, autocast=learner.rt.autocast, scaler=learner.scaler)
+    with tqdm(total=iters, desc="LR range test", disable=not cfg.progress, dynamic_ncols=True, leave=False) as bar:
+        def shown(i, lr, loss):              # the test reads every loss anyway: showing it costs no sync
+            bar.set_postfix_str(f"LR {lr:.3g} loss {loss:.3f}", refresh=False)
+            bar.update(1)
+        result = lr_finder.lr_range_test(
+            learner.model, learner.optimizer, learner.loss_fn, loader, start_lr=cfg.lr_test_start,
+            end_lr=cfg.lr_test_end, num_iter=iters, backoff=cfg.lr_backoff, min_factor=cfg.lr_min_factor,
+            rise=cfg.lr_rise, autocast=learner.rt.autocast, scaler=learner.scaler, step_hook=shown)
     print(f"LR range test: {len(result.lrs)} steps ({result.stop_reason}) in {time.perf_counter() - t0:.1f} s; "
           f"LRMAX = {result.lr_max:.4g}, LRMIN = {result.lr_min:.4g}. Rule: {result.rule}"
           + (f" Note: {result.note}" if result.note else ""))
@@ -278,14 +283,16 @@ def train_step(learner: Learner, x, y):
     return logits.detach(), loss.detach()
 
 
-def train_one_epoch(learner: Learner, loader, lr_at, epoch, cfg: Config):
+def train_one_epoch(learner: Learner, loader, lr_at, epoch, cfg: Config, on_pace=None):
     """Epoch `epoch` (1-based): one pass over `loader`, the LR set before every step from
     lr_at(step), the weight average (if any) updated after every step. Returns (mean loss,
     accuracy %).
 
     Loss and accuracy are summed on the device and read at the first step and every cfg.log_every
-    steps, so the host waits for the device only there. Raises FloatingPointError(step) at the
-    first read after a non-finite loss."""
+    steps, so the host waits for the device only there; the course's log line shows every step's
+    batch index with the last figures read. Raises FloatingPointError(step) at the first read after
+    a non-finite loss. on_pace(seconds per step, steps timed), if given, is called once, at the
+    second read: the pace of the steps after the first (whose time is the warm-up's)."""
     learner.net.train()
     device, n = learner.rt.device, len(loader)
     loss_sum = torch.zeros((), device=device)
@@ -306,13 +313,21 @@ def train_one_epoch(learner: Learner, loader, lr_at, epoch, cfg: Config):
             correct += (logits.argmax(1) == y).sum()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             seen += len(y)
-            bar.update(1)
-            if i == 0 or (i + 1) % cfg.log_every == 0 or i + 1 == n:
+            fresh = i == 0 or (i + 1) % cfg.log_every == 0 or i + 1 == n
+            if fresh:
                 if first_bad.item() >= 0:                    # the one host-device sync point
                     raise FloatingPointError(int(first_bad))
-                line = (f"Epoch {epoch}/{cfg.epochs} Loss={loss_sum.item() / seen:.4f} Batch_id={i} "   # the course's
-                        f"Accuracy={100 * correct.item() / seen:.2f}")                          # log line
-                bar.set_description(line)
+                read = (loss_sum.item() / seen, 100 * correct.item() / seen)
+                if i == 0:
+                    t_first = time.perf_counter()            # the device has done step 0
+                elif on_pace is not None:
+                    on_pace((time.perf_counter() - t_first) / i, i)
+                    on_pace = None
+            line = f"Epoch {epoch}/{cfg.epochs} Loss={read[0]:.4f} Batch_id={i} Accuracy={read[1]:.2f}"  # the course's
+            bar.set_description(line, refresh=False)                                                 # log line
+            bar.update(1)                    # drawn when tqdm's interval has passed
+            if fresh:
+                bar.refresh()                # new figures: drawn now
     if not cfg.progress:
         print(line)                          # no bar: the course's line, once an epoch
     return loss_sum.item() / seen, 100 * correct.item() / seen
@@ -356,6 +371,22 @@ def compile_now(learner: Learner, batch, test_loader) -> float:
 # ==============================================================================================
 # The run
 
+def expected_time(started, steps_left, images_evaluated, batch_size):
+    """train_one_epoch's on_pace for the first epoch a process trains: one line saying when the
+    run should end on this device. Training at the pace of the first steps; an evaluation counted
+    as a third of a training step per image (a forward pass: the backward pass costs about twice
+    as much); the pictures at the end not counted."""
+    def duration(s):
+        return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s // 3600:.0f} h {s % 3600 / 60:02.0f} min"
+
+    def say(per_step, steps_done):
+        rest = per_step * (steps_left - steps_done - 1 + images_evaluated / batch_size / 3)
+        tqdm.write(f"expected: about {duration(time.perf_counter() - started + rest)} for this run on this device, "
+                   f"{duration(rest)} of it still to come ({per_step:.3g} s a training step over steps "
+                   f"2-{steps_done + 1}; evaluation estimated, the pictures at the end not counted)")
+    return say
+
+
 def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
     """One run of the recipe (continued from `ckpt`, a checkpoint, when given); returns its record."""
     t_start = time.perf_counter()
@@ -364,7 +395,7 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
         data = load_data(cfg)
         split = data.eval_split                    # "test", or "validation": a split of training images
         run.begin(rt.describe(), cifar.describe(data, cfg.synthetic))
-        print(report.start_line(run.record), *settings.warnings(cfg), sep="\n")
+        print(report.start_line(run.record), *settings.warnings(cfg, rt.device.type), sep="\n")
 
         # The data on the device: training batches augmented there, the held-out images in order.
         train_loader = cifar.DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, train=True,
@@ -393,11 +424,14 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
             learner, next(iter(train_loader.reseeded(cfg.seed + 2))), test_loader) if cfg.compile else 0.0
 
         # The epoch loop: train, evaluate, log, checkpoint.
-        ev = None
-        for epoch in range(run.epoch + 1, cfg.epochs + 1):
+        ev, first = None, run.epoch + 1
+        pace = expected_time(t_start, (cfg.epochs - run.epoch) * steps_per_epoch,
+                             (cfg.epochs - run.epoch) * len(data.test_labels), cfg.batch_size)
+        for epoch in range(first, cfg.epochs + 1):
             timer = rt.timer().start()
             try:
-                train_loss, train_acc = train_one_epoch(learner, train_loader, lr_at, epoch, cfg)
+                train_loss, train_acc = train_one_epoch(learner, train_loader, lr_at, epoch, cfg,
+                                                        on_pace=pace if epoch == first else None)
             except FloatingPointError as e:
                 raise run.diverged(f"the training loss became non-finite in epoch {epoch}, at step {e} "
                                    f"(LR {lr_at(int(str(e))):.4g})") from None

@@ -222,6 +222,16 @@ def test_messages_are_worded_for_the_command_line_and_for_the_notebook(message, 
     assert settings.for_notebook(message, train.Config) == (notebook or message)
 
 
+def test_on_a_cpu_the_run_says_first_that_the_recipe_takes_hours_and_names_the_quick_check():
+    cfg = train.Config.from_keywords({})
+    said = settings.warnings(cfg, "cpu")
+    assert len(said) == 1 and "the full recipe takes hours" in said[0] and said[0].endswith(settings.QUICK_CHECK)
+    assert settings.warnings(cfg, "cuda") == []
+    assert settings.warnings(train.Config.from_keywords({"synthetic": True}), "cpu") == []   # a check already
+    # The quick check writes a folder of its own: the recipe's run into the default ./out follows it.
+    assert train.Config.parse_args(settings.QUICK_CHECK.split()[2:])["out_dir"] != train.Config.out_dir
+
+
 def test_a_truncated_batch_file_is_a_clear_error_from_the_cli(tmp_path):
     from cifar_files import write_cifar_folder
     write_cifar_folder(tmp_path, n_per_batch=2)

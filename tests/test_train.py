@@ -121,7 +121,7 @@ def test_an_fp16_overflow_step_is_skipped_whole_even_the_first():
 # One epoch
 
 def small_learner(width=4, **settings):
-    cfg = train.Config.from_keywords(dict(width=width, lr_min=0.01, lr_max=0.1, progress=False, **settings))
+    cfg = train.Config.from_keywords({"width": width, "lr_min": 0.01, "lr_max": 0.1, "progress": False, **settings})
     return cfg, train.build(cfg, CPU, steps_per_epoch=8)
 
 
@@ -168,6 +168,70 @@ def test_a_non_finite_loss_is_raised_at_the_first_read_after_it(log_every, steps
     with pytest.raises(FloatingPointError, match="^18$"):      # epoch 3 starts at step 16; 16 + 2
         train.train_one_epoch(learner, loader, lambda s: 0.01, 3, cfg)
     assert len(calls) == steps_run
+
+
+class RecordedBar(train.tqdm):
+    """tqdm that records what it shows: its description at every update, its postfix."""
+    shown = []
+
+    def update(self, n=1):
+        RecordedBar.shown.append((self.desc, self.postfix, self.n + n, self.total))
+        return super().update(n)
+
+
+def test_the_course_log_line_follows_the_bar_from_the_first_step_reading_the_device_only_every_log_every(
+        monkeypatch):
+    """The bar shows Batch_id of the step it has just counted, at every step, with the loss and
+    accuracy last read from the device (the first step, then every log_every steps)."""
+    monkeypatch.setattr(train, "tqdm", RecordedBar)
+    RecordedBar.shown = []
+    d = cifar.synthetic_cifar10(64, 8)
+    loader = cifar.DeviceLoader(d.train_images, d.train_labels, 8, train=True, device="cpu")
+    cfg, learner = small_learner(log_every=3, progress=True)
+    train.train_one_epoch(learner, loader, lambda s: 0.01, 2, cfg)
+    labels = [desc for desc, _, _, _ in RecordedBar.shown]
+    assert [int(label.split("Batch_id=")[1].split()[0]) for label in labels] == list(range(8))
+    assert all(label.startswith("Epoch 2/24 Loss=") and " Accuracy=" in label for label in labels)
+    figures = [label.replace(f"Batch_id={i} ", "") for i, label in enumerate(labels)]
+    # read at steps 0, 2, 5 and 7 (the last): the figures change there only
+    assert [i for i in range(1, 8) if figures[i] != figures[i - 1]] == [2, 5, 7]
+
+
+def test_the_pace_of_the_first_steps_is_reported_once_at_the_second_read():
+    d = cifar.synthetic_cifar10(64, 8)
+    loader = cifar.DeviceLoader(d.train_images, d.train_labels, 8, train=True, device="cpu")
+    cfg, learner = small_learner(log_every=3)
+    paces = []
+    train.train_one_epoch(learner, loader, lambda s: 0.01, 1, cfg, on_pace=lambda *a: paces.append(a))
+    assert len(paces) == 1 and paces[0][1] == 2 and paces[0][0] > 0     # steps 1 and 2 timed
+
+
+def test_the_expected_time_is_the_rest_of_the_training_at_that_pace_plus_the_evaluations(capsys, monkeypatch):
+    monkeypatch.setattr(train.time, "perf_counter", lambda: 100.0)
+    say = train.expected_time(started=70.0, steps_left=60, images_evaluated=3000, batch_size=125)
+    say(0.5, 9)       # 0.5 s a step over steps 1-9: 50 steps left, and 3000 / 125 / 3 = 8 steps' worth
+    line = capsys.readouterr().out
+    assert line.startswith("expected: about 59 s for this run on this device, 29 s of it still to come ")
+    assert "(0.5 s a training step over steps 2-10;" in line
+    say(60.0, 9)
+    assert capsys.readouterr().out.startswith("expected: about 58 min for this run on this device, 58 min of it")
+    say(600.0, 9)
+    assert capsys.readouterr().out.startswith("expected: about 9 h 40 min for this run on this device, 9 h 40 min")
+
+
+def test_a_run_says_its_expected_time_once_and_the_range_test_shows_a_bar(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "tqdm", RecordedBar)
+    RecordedBar.shown = []
+    record = train.main(synthetic=True, synthetic_train=256, synthetic_test=64, width=4, batch_size=32, epochs=2,
+                        lr_test_iters=6, precision="fp32", device="cpu", plots=False, log_every=3,
+                        out_dir=str(tmp_path))
+    out = capsys.readouterr().out
+    assert out.count("expected: about ") == 1 and "over steps 2-3;" in out
+    # the range test's bar: one update per step it recorded, the step's LR and loss beside it
+    test = [(postfix, n, total) for desc, postfix, n, total in RecordedBar.shown if desc == "LR range test"]
+    steps = record["lr_range_test"]
+    assert [n for _, n, _ in test] == list(range(1, len(steps["lrs"]) + 1)) and {t for _, _, t in test} == {6}
+    assert test[-1][0] == f"LR {steps['lrs'][-1]:.3g} loss {steps['losses'][-1]:.3f}"
 
 
 # ----------------------------------------------------------------------------------------------
