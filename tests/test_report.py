@@ -7,10 +7,12 @@ import re
 import pytest
 import torch
 
+import data
 import lr_finder
 import plots
 import report
 import train
+import utils
 from custom_resnet import CLASSES, CustomResNet
 
 # ----------------------------------------------------------------------------------------------
@@ -228,3 +230,34 @@ def test_a_report_with_no_mistake_to_show_says_why(quick, tmp_path):
     asked_none = {**record, "misclassified": []}
     assert f"None shown (`--misclassified 0`) of the {record['misclassified_total']:,} mistakes" in report.markdown(
         asked_none, str(tmp_path))
+
+
+def test_the_headline_accuracy_is_the_last_epochs_the_weights_model_pt_holds_not_the_best(tmp_path):
+    """A run whose last epoch is its worst: its last step turns the classifier around (each class
+    scored by the negated weights, so the least likely class wins). The run's accuracy, in the
+    record, the report, the last line and a Space, is that of the weights model.pt holds."""
+    import predict
+    from app import export
+    from conftest import Watch
+    cfg = {**QUICK, "epochs": 3, "lr_min": 0.02, "lr_max": 0.2, "plots": False}
+    steps = cfg["epochs"] * (cfg["synthetic_train"] // cfg["batch_size"])
+
+    def at_the_last_step(optimizer):
+        at_the_last_step.steps += 1
+        if at_the_last_step.steps == steps:
+            fc, = [p for g in optimizer.param_groups for p in g["params"] if p.dim() == 2 and len(p) == 10]
+            with torch.no_grad():
+                fc.neg_()
+    at_the_last_step.steps = 0
+    with Watch(keep_inputs=False) as watch:
+        watch.after_step.append(at_the_last_step)
+        record = train.main(**cfg, out_dir=str(tmp_path / "run"))
+    accuracies = [e["test_acc"] for e in record["history"]]
+    assert accuracies[-1] < max(accuracies) - 10                       # the run is as meant: the last is worst
+    assert record["test_accuracy"] == accuracies[-1] and record["test_correct"] == record["history"][-1]["test_correct"]
+    assert f"{accuracies[-1]:.2f}% synthetic test accuracy" in (tmp_path / "run" / "README.md").read_text().splitlines()[0]
+    d = data.synthetic_cifar10(cfg["synthetic_train"], cfg["synthetic_test"], seed=0)
+    model = predict.load_model(tmp_path / "run" / "model.pt")
+    out = predict.logits(model, d.test_images, utils.pick_runtime("cpu", "fp32"))
+    assert int((out.argmax(1) == d.test_labels).sum()) == record["test_correct"]      # model.pt's own accuracy
+    assert export.export(str(tmp_path / "run"), str(tmp_path / "space"))["accuracy"] == accuracies[-1]
