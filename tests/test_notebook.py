@@ -19,7 +19,7 @@ def test_the_notebook_runs_top_to_bottom_and_shows_the_pictures(tmp_path):
     assert nb.cells.index(params[0]) == 1 and nb.cells[0].cell_type == "markdown"   # the first code cell
     # The install is the only cell that would reach the network here, and INSTALL guards it: the
     # test installs nothing (the requirements are installed already); on Colab INSTALL stays True.
-    install = [c for c in nb.cells if '"pip", "install"' in c.source]
+    install = [c for c in nb.cells if "!pip install -q -r requirements.txt" in c.source]
     assert len(install) == 1 and "if INSTALL:" in install[0].source
     # Inject the parameters, as papermill would: quick mode, tiny and fast for CI.
     tiny = dict(width=8, synthetic_train=256, synthetic_test=128, batch_size=64, precision="fp32",
@@ -31,15 +31,30 @@ def test_the_notebook_runs_top_to_bottom_and_shows_the_pictures(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "synthetic test accuracy:" in text and "LRMIN = " in text and "range test" in text
-    assert f"the report to hand in: {tmp_path / 'README.md'}" in text and (tmp_path / "README.md").exists()
-    assert "CPU: this will take hours" in text            # the runtime check, before anything runs
+    quick = tmp_path / "quick-check"                     # QUICK leaves OUT_DIR itself to the real run
+    assert f"the report to hand in: {quick / 'README.md'}" in text and (quick / "README.md").exists()
+    assert "CPU: the full recipe takes hours here" in text      # the runtime check, before anything runs
     images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.data]
     assert len(images) == 6          # every picture, the range test included
     for name in ["curves.png", "lr_range_test.png", "gradcam.png", "metrics.json", "model.pt", "README.md"]:
-        assert (tmp_path / name).exists(), name
+        assert (quick / name).exists(), name
     # Outside Colab the save and upload cells say so and touch nothing.
     assert text.count("Not on Colab") == 2
-    assert not os.path.exists(f"{tmp_path}.zip") and not (tmp_path / "uploads").exists()
+    assert not os.path.exists(f"{quick}.zip") and not (quick / "uploads").exists()
+
+
+def test_the_notebook_reads_as_a_students_short_cells_with_git_clone_and_train_main():
+    """The cells a student reads: `!git clone`, `!pip install -r requirements.txt`, `import train`,
+    `train.main(...)`, each code cell short enough to read at once (no helper of 40 lines)."""
+    nb = nbformat.read(os.path.join(ROOT, "run.ipynb"), as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    lines = [len(s.splitlines()) for s in code]
+    assert max(lines) <= 20, lines
+    text = "\n".join(code)
+    for shown in ("!git clone --depth 1 {REPO_URL}", "!pip install -q -r requirements.txt", "import train\n",
+                  "train.main(", "_exit_code"):
+        assert shown in text, shown
+    assert "subprocess" not in text
 
 
 FAKE_COLAB = """
@@ -102,11 +117,13 @@ def test_on_colab_the_run_is_saved_and_an_uploaded_picture_explained(tmp_path, o
 # The cells that must stop the notebook with one line
 
 def run_cells(nb, cells, cwd, params=""):
-    """Execute `cells` (the parameters cell first, `params` appended to it) in a fresh kernel in
-    cwd; returns the executed cells and the error raised (None when none was)."""
+    """Execute `cells` (the parameters cell first, `params` appended to it, then the cell that
+    defines Stop) in a fresh kernel in cwd; returns the executed cells and the error raised (None
+    when none was)."""
     first = nbformat.v4.new_code_cell(next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source
                                       + "\n" + params)
-    run = nbformat.v4.new_notebook(cells=[first] + [nbformat.v4.new_code_cell(c.source) for c in cells],
+    stop = next(c for c in nb.cells if "class Stop(" in c.source)
+    run = nbformat.v4.new_notebook(cells=[first] + [nbformat.v4.new_code_cell(c.source) for c in [stop] + cells],
                                    metadata=nb.metadata)
     try:
         nbclient.NotebookClient(run, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
@@ -116,7 +133,8 @@ def run_cells(nb, cells, cwd, params=""):
 
 
 def stopped_with(cells):
-    """(index of the cell that stopped, its one line), from the error outputs."""
+    """(index of the cell that stopped, its one line), from the error outputs (0 is the
+    parameters cell, 1 the cell that defines Stop)."""
     errors = [(i, o) for i, c in enumerate(cells) for o in c.get("outputs", []) if o.output_type == "error"]
     assert len(errors) == 1, errors
     i, error = errors[0]
@@ -129,7 +147,7 @@ def notebook():
 
 
 def clone_cell(nb):
-    return next(c for c in nb.cells if '"git", "clone"' in c.source)
+    return next(c for c in nb.cells if "!git clone" in c.source)
 
 
 def test_an_unreachable_repository_stops_the_notebook_at_the_clone_with_one_line(tmp_path):
@@ -139,9 +157,9 @@ def test_an_unreachable_repository_stops_the_notebook_at_the_clone_with_one_line
                              'REPO_URL = "https://127.0.0.1:9/nobody/nothing.git"\nINSTALL = False')
     assert error is not None
     where, line = stopped_with(cells)
-    assert where == 1 and "could not clone https://127.0.0.1:9/nobody/nothing.git" in line
-    assert "check the URL in the Parameters cell, and that the repository is public" in line
-    assert cells[2].get("execution_count") is None                      # nothing ran after it
+    assert where == 2 and "could not get the code from https://127.0.0.1:9/nobody/nothing.git" in line
+    assert "check REPO_URL in the Parameters cell, that the repository is public" in line
+    assert cells[3].get("execution_count") is None                      # nothing ran after it
     assert not (tmp_path / "custom-resnet-cifar10").exists()
 
 
@@ -181,5 +199,21 @@ def test_an_unmounted_drive_is_refused_before_training_with_one_line(tmp_path, p
     drive = next(c for c in nb.cells if "drive.mount" in c.source)
     cells, error = run_cells(nb, [clone_cell(nb), drive], ROOT,       # in the repository: nothing to clone
                              f"{params}\nDRIVE = {str(tmp_path / 'no-drive')!r}\nINSTALL = False")
-    assert error is not None and stopped_with(cells)[0] == 2 and says in stopped_with(cells)[1]
+    assert error is not None and stopped_with(cells)[0] == 3 and says in stopped_with(cells)[1]
     assert not (tmp_path / "no-drive").exists()
+
+
+def test_a_folder_that_holds_a_run_is_refused_in_the_notebooks_own_terms(tmp_path):
+    """The refusal names what a notebook user changes, OUT_DIR and OVERRIDES={"overwrite": True},
+    not the command line's --out-dir and --overwrite, and nothing in the folder changes."""
+    (tmp_path / "model.pt").write_bytes(b"an earlier run's weights")
+    nb = notebook()
+    run = next(c for c in nb.cells if "results = train.main(" in c.source)
+    cells, error = run_cells(nb, [run], ROOT, f"OUT_DIR = {str(tmp_path)!r}\nINSTALL = False\n"
+                             "OVERRIDES = dict(synthetic=True, device='cpu', progress=False)")
+    assert error is not None
+    where, line = stopped_with(cells)
+    assert where == 2 and f"{tmp_path} already holds a run's model.pt" in line
+    assert 'another OUT_DIR' in line and 'OVERRIDES={"overwrite": True}' in line
+    assert 'OVERRIDES={"resume": ' in line and "--" not in line
+    assert (tmp_path / "model.pt").read_bytes() == b"an earlier run's weights"
