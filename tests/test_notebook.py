@@ -206,14 +206,14 @@ def test_an_unmounted_drive_is_refused_before_training_with_one_line(tmp_path, p
 def test_a_folder_that_holds_a_run_is_refused_in_the_notebooks_own_terms(tmp_path):
     """The refusal names what a notebook user changes, OUT_DIR and OVERRIDES={"overwrite": True},
     not the command line's --out-dir and --overwrite, and nothing in the folder changes."""
-    (tmp_path / "model.pt").write_bytes(b"an earlier run's weights")
+    (tmp_path / "checkpoint.pt").write_bytes(b"an earlier run's checkpoint")
     nb = notebook()
     run = next(c for c in nb.cells if "results = train.main(" in c.source)
     cells, error = run_cells(nb, [run], ROOT, f"OUT_DIR = {str(tmp_path)!r}\nINSTALL = False\n"
                              "OVERRIDES = dict(synthetic=True, device='cpu', progress=False)")
     assert error is not None
     where, line = stopped_with(cells)
-    assert where == 2 and f"{tmp_path} already holds a run's model.pt" in line
+    assert where == 2 and f"{tmp_path} already holds a run's checkpoint.pt" in line
     assert 'another OUT_DIR' in line and 'OVERRIDES={"overwrite": True}' in line
     assert 'OVERRIDES={"resume": ' in line and "--" not in line
-    assert (tmp_path / "model.pt").read_bytes() == b"an earlier run's weights"
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"an earlier run's checkpoint"
