@@ -2,13 +2,16 @@
 leads somewhere, and every `python train.py ...` / `python predict.py ...` command they show
 parses with the current flags (parsed, never run)."""
 import glob
+import json
 import os
 import re
 import shlex
+import statistics
 
 import pytest
 
 import predict
+import settings
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,3 +142,21 @@ def test_the_flags_table_names_every_flag():
     missing = [f.name for f in dataclasses.fields(train.Config)
                if f"| `--{f.name.replace('_', '-')}" not in table]
     assert missing == []
+
+
+def test_the_quick_check_is_one_command_with_one_measured_time_in_help_the_readme_and_the_notebook():
+    """The command --help, the README and the notebook show is the one the record measured, and
+    they give its time in the same words, the median of the record's runs on an idle CPU."""
+    record = json.loads(read(os.path.join(ROOT, "experiments", "measurements", "quick_check_cpu.json")))
+    idle = [r["wall_seconds"] for r in record["runs"] if r["cpu_state"].startswith("idle")]
+    assert record["command"] == settings.QUICK_CHECK and idle
+    assert settings.QUICK_CHECK_TIME == f"{statistics.median(idle):.0f} s on an idle 2-core AMD EPYC CPU"
+    notebook = "".join("".join(c["source"]) for c in json.loads(read(os.path.join(ROOT, "run.ipynb")))["cells"])
+    readme = read(os.path.join(ROOT, "README.md"))
+    for shown in (settings.EXAMPLES, readme, notebook):
+        assert settings.QUICK_CHECK_TIME in shown
+    assert settings.QUICK_CHECK in settings.EXAMPLES
+    assert settings.QUICK_CHECK in "".join(re.findall(r"```bash\n(.*?)```", readme, flags=re.S))
+    # The notebook's QUICK is the same settings, in OUT_DIR/quick-check.
+    quick = re.search(r"\nquick = (dict\(.*?\))\n", notebook, flags=re.S).group(1)
+    assert eval(quick, {"os": os, "OUT_DIR": "out"}) == train.Config.parse_args(settings.QUICK_CHECK.split()[2:])
