@@ -434,7 +434,12 @@ def explain(model, predictions, out_dir, cam_class=None, layer=DEFAULT_LAYER) ->
             name, n = f"{stem}-{n}.gradcam.png", n + 1
         used.add(name)
         path = os.path.join(out_dir, name)
-        plot_explanation(p, e.maps, e.classes, e.roles, f"{layer} ({e.map_size[0]}x{e.map_size[1]} map)", path)
+        try:
+            plot_explanation(p, e.maps, e.classes, e.roles, f"{layer} ({e.map_size[0]}x{e.map_size[1]} map)", path)
+        except OSError as err:                         # a full disk: each picture is whole or absent
+            raise utils.WriteFailed(f"could not write {path} ({err.strerror or utils.first_line(err)}); the "
+                                    f"{len(paths)} picture(s) before it are whole. Free some space and run again") \
+                from None
         paths.append(path)
     return paths
 
@@ -550,7 +555,7 @@ def cli(argv=None) -> int:
         run(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code                             # 2; 4 for a write that failed
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -305,6 +305,20 @@ def test_pixels_that_are_not_finite_are_refused_not_classified(run, tmp_path, ca
     assert predict.load_images([tmp_path / "grey.tiff"])[0].unique().tolist() == [200]     # finite ones still load
 
 
+def test_a_full_disk_while_explaining_is_one_line_and_leaves_no_half_picture(run, tmp_path, capsys):
+    """A file-size limit (what a full disk does to a write, EFBIG instead of ENOSPC): exit 4."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (5_000, hard))          # bytes: below a picture's size
+    try:
+        code = predict.cli([run["model"], run["paths"][0], "--explain", str(tmp_path / "ex")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert code == 4 and err.count("\n") == 1 and "File too large); the 0 picture(s) before it are whole" in err, err
+    assert os.listdir(tmp_path / "ex") == []
+
+
 def short_png(path, rows=40, height=64, width=64):
     """A PNG whose header announces `height` rows and whose (complete) zlib stream holds `rows`."""
     import struct
