@@ -9,17 +9,19 @@ uint8), and random crop, flip and Cutout are applied to a whole batch with one g
 mask, as in airbench and Page's cifar10-fast.
 """
 import copy
+import errno
 import hashlib
 import os
 import pickle
 import tarfile
+import tempfile
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from custom_resnet import CIFAR10_MEAN, CIFAR10_STD, CLASSES   # the network's input and classes
-from utils import UsageError, atomic_torch_save
+from utils import UsageError, atomic_torch_save, first_line
 from weights import read_torch_file
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -172,20 +174,30 @@ def download_cifar10(root):
     except Exception as e:
         if os.path.exists(archive):
             os.remove(archive)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):   # not the network
+            raise UsageError(f"could not write the download into {root} ({e.strerror}): free some space (about "
+                             "350 MB: the 163 MB archive and the 180 MB it unpacks to) and run again") from None
         raise UsageError(
-            f"could not download CIFAR-10 from {CIFAR10_URL} into {root} ({type(e).__name__}: {e}). "
+            f"could not download CIFAR-10 from {CIFAR10_URL} into {root} ({type(e).__name__}: {first_line(e)}). "
             f"Without internet, copy the folder '{CIFAR10_FOLDER}' (from cifar-10-python.tar.gz) "
             f"into {root}, or run offline with --synthetic.") from e
     if _digest(archive) != CIFAR10_MD5:
         os.remove(archive)
         raise UsageError(f"{archive} did not have the official MD5 {CIFAR10_MD5} and was deleted; "
                          "run again to download it afresh.")
-    with tarfile.open(archive, "r:gz") as tar:
-        wanted = [m for m in tar.getmembers()
-                  if m.isfile() and m.name.startswith(CIFAR10_FOLDER + "/")]
-        # filter="data" refuses links and paths that escape root (PEP 706), where Python has it.
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall(root, members=wanted, **kwargs)
+    try:     # unpacked beside, then moved in: a full disk leaves no batch file cut short
+        with tarfile.open(archive, "r:gz") as tar, tempfile.TemporaryDirectory(dir=root, prefix=".unpacking-") as tmp:
+            wanted = [m for m in tar.getmembers()
+                      if m.isfile() and m.name.startswith(CIFAR10_FOLDER + "/")]
+            # filter="data" refuses links and paths that escape root (PEP 706), where Python has it.
+            kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(tmp, members=wanted, **kwargs)
+            os.makedirs(os.path.join(root, CIFAR10_FOLDER), exist_ok=True)
+            for m in wanted:
+                os.replace(os.path.join(tmp, m.name), os.path.join(root, m.name))
+    except OSError as e:
+        raise UsageError(f"could not unpack {archive} into {root} ({e.strerror or e}): no batch file was left "
+                         "half-written; free some space (180 MB) and run again") from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -122,6 +122,19 @@ def test_failed_download_offline_is_one_clear_error(tmp_path, monkeypatch):
     assert not (tmp_path / "cifar-10-python.tar.gz").exists()
 
 
+def test_a_download_that_fills_the_disk_says_so_not_that_the_network_failed(tmp_path, monkeypatch):
+    import errno
+    import torchvision.datasets.utils as tvu
+
+    def full(url, root, *a, **k):
+        (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"the first megabytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(tvu, "download_url", full)
+    with pytest.raises(UsageError, match=r"\(No space left on device\): free some space \(about 350 MB"):
+        data.load_cifar10(tmp_path, download=True)
+    assert os.listdir(tmp_path) == []                                   # the part written is removed
+
+
 def test_a_download_with_the_wrong_md5_is_deleted_not_used(tmp_path, monkeypatch):
     import torchvision.datasets.utils as tvu
 
@@ -132,6 +145,35 @@ def test_a_download_with_the_wrong_md5_is_deleted_not_used(tmp_path, monkeypatch
         data.load_cifar10(tmp_path, download=True)
     assert not (tmp_path / "cifar-10-python.tar.gz").exists()
     assert not (tmp_path / "cifar-10-batches-py").exists()
+
+
+def test_a_full_disk_while_unpacking_leaves_no_batch_file_cut_short(tmp_path, monkeypatch):
+    import errno
+    import shutil
+    import tarfile
+    import torchvision.datasets.utils as tvu
+    write_cifar_folder(tmp_path / "src", n_per_batch=2)
+    archive = tmp_path / "made.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    root = tmp_path / "root"
+    root.mkdir()
+    monkeypatch.setattr(tvu, "download_url", lambda url, r, *a, **k: shutil.copy(archive, root / "cifar-10-python.tar.gz"))
+    monkeypatch.setattr(data, "CIFAR10_MD5", data._digest(archive))
+    extract = tarfile.TarFile.extractall
+
+    def full(self, path, members, **kwargs):                   # two files whole, then half of a third
+        extract(self, path, members=members[:2], **kwargs)
+        with open(os.path.join(path, members[2].name), "wb") as f:
+            f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with monkeypatch.context() as m:
+        m.setattr(tarfile.TarFile, "extractall", full)
+        with pytest.raises(UsageError, match=r"could not unpack .* \(No space left on device\): no batch file was left "
+                                             r"half-written; free some space"):
+            data.load_cifar10(root, download=True)
+    assert os.listdir(root) == ["cifar-10-python.tar.gz"]                 # the archive, whole, and nothing else
+    assert len(data.load_cifar10(root, download=True).train_labels) == 10    # run again: it is unpacked
 
 
 def test_a_good_archive_is_unpacked_and_loaded(tmp_path, monkeypatch):
