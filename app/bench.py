@@ -24,6 +24,8 @@ import urllib.request
 import torch
 
 import utils
+from app.app import read_about
+from utils import UsageError
 
 
 def free_port():
@@ -119,7 +121,8 @@ def screenshot(port, space, path):
         time.sleep(4)
         browser.find_element(By.CSS_SELECTOR, "#show-wrong input[type=checkbox]").click()
         time.sleep(5)
-        browser.save_screenshot(path)
+        picture = browser.get_screenshot_as_png()
+        utils.atomic_write(path, lambda tmp: open(tmp, "wb").write(picture))      # whole or not at all
     finally:
         browser.quit()
 
@@ -132,6 +135,10 @@ def main(argv=None):
     p.add_argument("--json", default="", help="write the record here")
     p.add_argument("--screenshot", default="", help="save a PNG of the page in use here")
     a = p.parse_args(argv)
+    try:                                                # the Space read first, not after minutes of timing
+        about = read_about(os.path.join(a.space, "space.json"), "export the Space again: python -m app.export RUN SPACE")
+    except UsageError as e:
+        raise SystemExit(f"error: {e}") from None
     example = os.path.join(a.space, "examples", "3_cat.png")
     startups = []
     for _ in range(a.starts - 1):                       # the start-up varies: time it more than once
@@ -154,11 +161,9 @@ def main(argv=None):
         proc.terminate()
         proc.wait(timeout=30)
     local = in_process_seconds(a.space, example, a.requests)
-    with open(os.path.join(a.space, "space.json")) as f:
-        about = json.load(f)
     record = {"command": "python -m app.bench " + " ".join(sys.argv[1:] if argv is None else argv),
               "date": time.strftime("%Y-%m-%d"), "machine": utils.cpu_name(), "cpu_threads": torch.get_num_threads(),
-              "torch": torch.__version__, "model_width": about["width"], "startup_seconds": startup,
+              "torch": torch.__version__, "model_width": about.get("width"), "startup_seconds": startup,
               "startup_seconds_all": startups,
               "memory_mib": {"after_start": rss_started, "after_requests": rss_after, "peak": peak},
               "request_seconds": {"http_median": statistics.median(http), "http_min": min(http), "http_all": http,
@@ -166,7 +171,7 @@ def main(argv=None):
               "request": "top 3 classes and one Grad-CAM image at layer2, for examples/3_cat.png"}
     print(f"start-up {startup:.1f} s, memory {rss_started:.0f} MiB after start, {peak:.0f} MiB peak; one request "
           f"(top 3 + Grad-CAM) {1000 * statistics.median(http):.0f} ms through HTTP, "
-          f"{1000 * statistics.median(local):.0f} ms in process; width {about['width']}, {utils.cpu_name()}")
+          f"{1000 * statistics.median(local):.0f} ms in process; width {about.get('width')}, {utils.cpu_name()}")
     if a.json:
         utils.atomic_write_json(record, a.json)
     return record
