@@ -403,10 +403,10 @@ def plan(cfg, config_class, points=None) -> list:
 # The series: its runs in one process, or spread over torchrun's processes (cluster.py)
 
 def run_series(cfg, config_class, train, points=None) -> dict:
-    """Every run of plan(cfg, config_class, points), each by train(run_cfg, checkpoint or None) in its own folder with
-    its usual files and its own range test; then the statistics in <out_dir>/summary.json (a
-    table per point of a sweep), a table on the screen, accuracies.png and README.md. Returns
-    the summary.
+    """Every run of plan(cfg, config_class, points), each by train(run_cfg, checkpoint or None)
+    in its own folder with its usual files and its own range test; then the statistics in
+    <out_dir>/summary.json (a table per point of a sweep), a table on the screen, accuracies.png
+    and README.md. Returns the summary.
 
     In one process the runs go in order. Under torchrun each process claims the next run from
     the store (cluster.claims) until none is left; rank 0 writes the summary once every process
@@ -439,6 +439,13 @@ def run_series(cfg, config_class, train, points=None) -> dict:
     config, code = dataclasses.asdict(cfg), utils.code_version()
     seeds, points = range(cfg.seed, cfg.seed + cfg.seeds), [r.settings for r in runs[::cfg.seeds]] if runs[0].point else []
     trained, kept, known = [], [], {}
+
+    def write_summary():                     # from the records on disk, whoever trained the runs
+        summary = summarize(finished_rows(runs, known), seeds, config, code, points)
+        utils.atomic_write_json(summary, os.path.join(cfg.out_dir, "summary.json"))
+        return summary
+    if proc is None or proc.rank == 0:       # at once: the folder holds a series from its first run on
+        write_summary()
     for i in cluster.claims(proc, len(runs)):
         run = runs[i]
         record = earlier_run(run.folder, run.cfg)
@@ -450,21 +457,20 @@ def run_series(cfg, config_class, train, points=None) -> dict:
             done = len(finished_rows(runs, known))
             run_in_series(train, config_class, run.cfg, record, f"{done} of {len(runs)}")
             trained.append(run.name)
-        utils.atomic_write_json(summarize(finished_rows(runs, known), seeds, config, code, points),
-                                os.path.join(cfg.out_dir, "summary.json"))
+        write_summary()
     if proc is not None:
         print(f"{proc.name} trained {len(trained)} run(s): {', '.join(trained) or 'none'}"
               + (f"; kept {len(kept)} finished: {', '.join(kept)}" if kept else "")
               + ("" if trained or kept else f" (no run left to claim: {len(runs)} runs for {proc.world_size} processes)"),
               flush=True)
         proc.wait_for_all("ended")
-    summary = summarize(finished_rows(runs, known), seeds, config, code, points)
-    if proc is None or proc.rank == 0:
-        utils.atomic_write_json(summary, os.path.join(cfg.out_dir, "summary.json"))
-        if cfg.plots:
-            plot_accuracies(summary, os.path.join(cfg.out_dir, "accuracies.png"))
-        utils.atomic_write_text(markdown(summary, cfg.out_dir), os.path.join(cfg.out_dir, "README.md"))
-        print(format_table(summary))
+    if proc is not None and proc.rank != 0:
+        return summarize(finished_rows(runs, known), seeds, config, code, points)     # rank 0 writes it
+    summary = write_summary()
+    if cfg.plots:
+        plot_accuracies(summary, os.path.join(cfg.out_dir, "accuracies.png"))
+    utils.atomic_write_text(markdown(summary, cfg.out_dir), os.path.join(cfg.out_dir, "README.md"))
+    print(format_table(summary))
     return summary
 
 
