@@ -185,7 +185,10 @@ def build(space):
         gr.Markdown(about_text(space))
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="pil", label="Upload an image", elem_id="upload", sources=["upload"])
+                # The file as uploaded (no mode forced by Gradio): read as predict.py reads a file, so a
+                # float TIFF of NaN is refused, transparency laid on white, a PNG cut short refused.
+                image = gr.Image(type="filepath", image_mode=None, label="Upload an image", elem_id="upload",
+                                 sources=["upload"])
                 gr.Examples(examples=space.examples, inputs=image, label="Or pick one of 10 examples (one per class)")
                 top_k = gr.Slider(1, 10, value=3, step=1, label="How many top classes (1 to 10)", elem_id="top-k")
                 show_cam = gr.Checkbox(value=True, label="Show Grad-CAM", elem_id="show-cam")

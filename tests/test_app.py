@@ -459,6 +459,17 @@ def test_in_a_browser_an_upload_gets_its_top_classes_and_grad_cam_and_the_galler
         proc.wait(timeout=30)
 
 
+def test_an_upload_reaches_the_handler_as_the_file_itself_so_nan_pixels_are_refused(loaded, tmp_path):
+    """Gradio's own conversion to RGB would turn a float TIFF of NaN into a picture silently."""
+    pytest.importorskip("gradio", reason="the app's packages are not installed (app/requirements.txt)")
+    from gradio.data_classes import ImageData
+    upload, = [b for b in webapp.build(loaded).blocks.values() if getattr(b, "elem_id", None) == "upload"]
+    Image.fromarray(np.full((32, 32), np.nan, np.float32), "F").save(tmp_path / "nan.tiff")
+    given = upload.preprocess(ImageData(path=str(tmp_path / "nan.tiff"), orig_name="nan.tiff"))
+    with pytest.raises(UsageError, match="nan.tiff: a float image holds NaN or inf"):
+        webapp.classify(loaded, given)
+
+
 def test_a_run_that_made_no_mistake_still_gets_a_page(space, tmp_path):
     pytest.importorskip("gradio", reason="the app's packages are not installed (app/requirements.txt)")
     folder = tmp_path / "space"
