@@ -572,6 +572,18 @@ def test_seeds_run_the_recipe_once_per_seed_in_its_own_folder(tmp_path):
     assert summary["seeds"] == [5, 6] and (tmp_path / "summary.json").exists()
 
 
+@wires("sweep")
+def test_a_sweep_reaches_each_run_as_its_setting(tmp_path):
+    """Each point's value is the run's own: the weights model.pt holds are of the swept width."""
+    summary = train.main(**{**ONE_EPOCH, "width": 4}, sweep="width=2,6", out_dir=str(tmp_path))
+    for width in (2, 6):
+        folder = tmp_path / f"width={width}" / "seed-0"
+        weights = torch.load(folder / "model.pt", weights_only=True)
+        assert weights["prep.conv.weight"].shape[0] == width
+        assert json.loads((folder / "metrics.json").read_text())["config"]["width"] == width
+    assert sorted(p["point"] for p in summary["points"]) == ["width=2", "width=6"]
+
+
 @wires("overwrite")
 def test_overwrite_starts_over_in_a_folder_that_holds_a_run_and_only_then(tmp_path):
     train.main(**ONE_EPOCH, out_dir=str(tmp_path))
