@@ -11,6 +11,7 @@ finite) and then every entry, its type and its counters.
 A run that stops early (Ctrl-C, SIGTERM, divergence, a write that fails) leaves its last checkpoint
 whole, a metrics.json that says why, and one line that says how to go on (`Run.__exit__`).
 """
+import collections
 import dataclasses
 import errno
 import json
@@ -24,8 +25,9 @@ import torch
 
 import lr_finder
 import utils
+from custom_resnet import CLASSES
 from utils import Diverged, Interrupted, Terminated, UsageError, WriteFailed
-from weights import FORMAT, first_non_finite, read_torch_file
+from weights import FORMAT, first_non_finite, read_torch_file, with_provenance
 
 try:
     import fcntl                     # POSIX: the folder lock; Windows runs without one
@@ -440,10 +442,23 @@ class Run:
     # ----- the end ---------------------------------------------------------------------------
     def finish(self, weights):
         """The run is complete: its weights (a state_dict, copied to the CPU so that weights
-        trained on a GPU load on a laptop) to model.pt, the final accuracy into the record."""
+        trained on a GPU load on a laptop) to model.pt with their provenance (weights.py), the
+        final accuracy into the record."""
         final = self.record["history"][-1]
         self.record.update(status="complete", test_accuracy=final["test_acc"], test_correct=final["test_correct"])
-        utils.atomic_torch_save({k: v.detach().cpu() for k, v in weights.items()}, self.paths["model.pt"])
+        on_cpu = collections.OrderedDict((k, v.detach().cpu()) for k, v in weights.items())
+        on_cpu._metadata = getattr(weights, "_metadata", None)          # the modules' versions
+        utils.atomic_torch_save(with_provenance(on_cpu, self.provenance()), self.paths["model.pt"])
+
+    def provenance(self) -> dict:
+        """What model.pt was trained on, from the record: the data, the held-out split and the
+        accuracy on it (the last epoch's: the weights model.pt holds), the width, the names of the
+        10 outputs in order, and the code's commit (weights.PROVENANCE_FIELDS)."""
+        r, final = self.record, self.record["history"][-1]
+        return {"source": r["data"]["source"], "train_images": r["data"]["train_images"],
+                "split": r["data"].get("eval_split", "test"), "accuracy": final["test_acc"],
+                "correct": final["test_correct"], "n": final["test_n"], "width": r["config"]["width"],
+                "epochs": final["epoch"], "classes": list(CLASSES), "commit": (r.get("code") or {}).get("git_commit")}
 
     def write(self):
         utils.atomic_write_json(self.record, self.paths["metrics.json"])

@@ -1,4 +1,5 @@
-"""Torch files read back verified: the archive's checksums, tensors only, every value finite.
+"""Torch files read back verified: the archive's checksums, tensors only, every value finite;
+and what a model.pt says of its training (its provenance).
 
 The one place a torch file is read (a checkpoint, a model.pt, the data cache, a run's images.pt,
 a Space's gallery.pt): read_torch_file, torch.load(weights_only=True), so nothing in a file can
@@ -6,6 +7,8 @@ run code, after the zip archive's CRC-32 checksums (which torch.load does not ch
 bit would load as a wrong weight). Inference needs only this module to read weights, so the web
 app ships it without the trainer's checkpoint machinery.
 """
+import collections
+import math
 import os
 import pickle
 import re
@@ -18,6 +21,8 @@ import utils
 from utils import UsageError
 
 FORMAT = "custom-resnet-cifar10 checkpoint v1"       # the tag of train.py's checkpoint.pt
+PROVENANCE = "provenance"                            # its key in a model.pt's state_dict._metadata
+PROVENANCE_FORMAT = "custom-resnet-cifar10 provenance v1"
 
 
 def load_torch_file(path, label, what, advice):
@@ -112,6 +117,84 @@ def read_weights(path, use) -> dict:
     if bad:
         raise UsageError(f"{path}: broken weights ({bad} holds NaN or inf): they cannot classify; {use}")
     return state
+
+
+# ----------------------------------------------------------------------------------------------
+# Provenance: what a model.pt was trained on, inside the file itself
+#
+## Why in the state_dict's _metadata: a state_dict is an OrderedDict whose `_metadata` attribute
+## (each module's version) torch.save and torch.load, weights_only included, carry with it, and
+## load_state_dict reads only the entries of its modules. So the provenance travels wherever the
+## file is copied (a Space, a student's folder), is covered by the archive's checksums, cannot
+## describe other weights than its own, and model.load_state_dict(torch.load("model.pt")) works
+## as with a bare state_dict. A file beside model.pt would be lost in a copy or left stale.
+
+def with_provenance(state, provenance) -> collections.OrderedDict:
+    """The state_dict `state` (tensors unchanged, its modules' versions kept) carrying `provenance`
+    (a dict of text, numbers and lists: what provenance_problem checks) in its _metadata."""
+    out = collections.OrderedDict(state)
+    meta = collections.OrderedDict(getattr(state, "_metadata", None) or {})
+    meta[PROVENANCE] = {"format": PROVENANCE_FORMAT, **provenance}
+    out._metadata = meta
+    return out
+
+
+def _count(v, low=0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+# Each field of a provenance: (what it must be, its check).
+PROVENANCE_FIELDS = {
+    "format": (PROVENANCE_FORMAT, lambda v: v == PROVENANCE_FORMAT),
+    "source": ("cifar10 or synthetic", lambda v: v in ("cifar10", "synthetic")),
+    "train_images": ("a count", _count),
+    "split": ("test or validation", lambda v: v in ("test", "validation")),
+    "accuracy": ("a percentage", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and math.isfinite(v) and 0 <= v <= 100),
+    "correct": ("a count", _count),
+    "n": ("a count of at least 1", lambda v: _count(v, 1)),
+    "width": ("a width of at least 1", lambda v: _count(v, 1)),
+    "epochs": ("a count", _count),
+    "classes": ("the names of the 10 outputs", lambda v: isinstance(v, list) and len(v) == 10
+                and all(isinstance(c, str) for c in v)),
+    "commit": ("a git commit or null", lambda v: v is None or isinstance(v, str)),
+}
+
+
+def provenance(state):
+    """(provenance, problem) of a state_dict read back: (the dict, "") when it carries one as
+    with_provenance writes it; (None, "") when it carries none (a model.pt written before
+    provenance was, or by other code); (None, what is wrong) for one that is not as written."""
+    found = (getattr(state, "_metadata", None) or {}).get(PROVENANCE)
+    if found is None:
+        return None, ""
+    if not isinstance(found, dict):
+        return None, f"its provenance is a {type(found).__name__}, not a dict"
+    for name, (want, ok) in PROVENANCE_FIELDS.items():
+        if not ok(found.get(name)):
+            return None, f"its provenance's {name!r} is {'missing' if name not in found else repr(found[name])[:40]}, " \
+                         f"not {want}"
+    return found, ""
+
+
+def describe_provenance(found, problem="") -> str:
+    """What a model.pt was trained on, in a few words: "trained on CIFAR-10 (40,000 images):
+    88.92% on a validation split of 10,000, commit 1a2b3c4d5e6f", or "provenance unknown: ..."
+    (found, problem: what provenance returned)."""
+    if found is None:
+        return f"provenance unknown: {problem}" if problem else "provenance unknown: not recorded in this file"
+    data = "synthetic data" if found["source"] == "synthetic" else "CIFAR-10"
+    held = (f"{found['n']:,} held-out synthetic images" if found["source"] == "synthetic" else
+            f"the {found['n']:,} test images" if found["split"] == "test" else f"a validation split of {found['n']:,}")
+    commit = f", commit {found['commit'][:12]}" if found["commit"] else ""
+    return f"trained on {data} ({found['train_images']:,} images): {found['accuracy']:.2f}% on {held}{commit}"
+
+
+def synthetic_warning(path, found) -> str:
+    """One line for a model trained on synthetic data ("" otherwise): its answers mean nothing."""
+    if found is None or found["source"] != "synthetic":
+        return ""
+    return f"warning: {path} was trained on synthetic data: its answers say nothing about real images"
 
 
 # What each field of a file of labelled images holds (a run's images.pt, a Space's gallery.pt).

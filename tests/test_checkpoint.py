@@ -11,7 +11,7 @@ import torch
 import checkpoint
 import train
 import weights
-from custom_resnet import CustomResNet
+from custom_resnet import CLASSES, CustomResNet
 from utils import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +46,23 @@ def test_model_pt_holds_the_final_weights_on_the_cpu(finished):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert final.keys() == ckpt["model"].keys()
     assert all(torch.equal(final[k], ckpt["model"][k]) and final[k].device.type == "cpu" for k in final)
+
+
+def test_model_pt_says_what_it_was_trained_on_and_still_loads_as_a_plain_state_dict(finished):
+    """The provenance travels inside model.pt (its state_dict's _metadata): the data, the split and
+    accuracy of the weights it holds, the width, the classes, the commit; and a student's
+    model.load_state_dict(torch.load("model.pt")) works as with a bare state_dict."""
+    out, record = finished
+    for weights_only in (True, False):                     # torch.load's default has changed over versions
+        state = torch.load(out / "model.pt", weights_only=weights_only)
+        assert str(CustomResNet(width=8).load_state_dict(state)) == "<All keys matched successfully>"
+    found, problem = weights.provenance(weights.read_weights(str(out / "model.pt"), "give a model.pt"))
+    last = record["history"][-1]
+    assert problem == "" and found == {
+        "format": weights.PROVENANCE_FORMAT, "source": "synthetic", "train_images": TINY["synthetic_train"],
+        "split": "test", "accuracy": record["test_accuracy"], "correct": record["test_correct"], "n": last["test_n"],
+        "width": 8, "epochs": 1, "classes": list(CLASSES), "commit": record["code"]["git_commit"]}
+    assert last["test_n"] == TINY["synthetic_test"] and found["accuracy"] == last["test_acc"]
 
 
 def test_resume_from_missing_garbage_or_foreign_files_is_refused(tmp_path):
