@@ -16,7 +16,12 @@ sees 32x32 pixels: a 32x32 image is used as it is; another is cut to its central
 torchvision's CenterCrop) and resized to 32x32 with Pillow's antialiased bilinear filter (as
 torchvision's Resize). `--fit squash` resizes the whole image instead, distorting its shape.
 Each printed line says what was done. Tensors work too: uint8 (N, 3, H, W) or (3, H, W) in
-0..255, or float in [0, 1] (torchvision's ToTensor scale).
+0..255, or float in [0, 1] (torchvision's ToTensor scale). An image that cannot be read is one
+line on stderr and the others are classified; the exit status is then 1 (2 when none could be).
+
+The first line says what the model was trained on, as train.py records it inside model.pt (its
+provenance: the data, the held-out split and accuracy, the commit); a model trained on synthetic
+data gets one warning line; a model.pt that does not record it says "provenance unknown".
 
 The numbers are those of the training run: the same normalisation, batching, precision
 (`--precision auto`, as train.py) and logits as train.py's evaluation (tests/test_predict.py
@@ -28,6 +33,7 @@ import dataclasses
 import difflib
 import os
 import sys
+import zipfile
 
 import torch
 
@@ -40,6 +46,7 @@ from utils import UsageError
 
 DEFAULT_LAYER = "layer2"        # Grad-CAM's layer (8x8 maps), as train.py's default
 MIN_MAP_SIZE = 5                # the course's graders refuse Grad-CAM from a channel under 5x5 pixels
+SOME_UNREAD = 1                 # the command line's exit status when some images could not be read (none: 2)
 
 FITS = ("crop", "squash")
 HOW_FITTED = {"crop": "central square resized to 32x32 (antialiased bilinear)",
@@ -54,7 +61,10 @@ def load_model(path, width=None, device="cpu") -> CustomResNet:
 
     The width is read from the weights; `width`, when given, must match it. Read with
     torch.load(weights_only=True): tensors only, nothing in the file can run code.
-    Raises UsageError saying what to give instead.
+    Raises UsageError saying what to give instead. model.provenance: what the weights were
+    trained on, as train.py recorded it in the file (weights.provenance), or None for a model.pt
+    that does not say (written before train.py recorded it, or by other code); then
+    model.provenance_problem says why, when it is not simply absent.
     """
     path = os.fspath(path)
     use = "give the model.pt that train.py wrote (in its --out-dir, ./out by default)"
@@ -80,8 +90,17 @@ def load_model(path, width=None, device="cpu") -> CustomResNet:
         raise UsageError(f"{path}: not the weights of CustomResNet(width={found}) ({what}; {n} "
                          f"mismatch{'es' if n > 1 else ''} in all); {use}")
     model.load_state_dict(state)
+    found, problem = weights.provenance(state)
+    if found is not None and found["width"] != width_found(state):
+        found, problem = None, f"its provenance says width {found['width']}, the weights are of width {width_found(state)}"
+    # What the weights were trained on (None: not recorded), read by the command line and the app.
+    model.provenance, model.provenance_problem = found, problem
     # channels_last, as train.py runs it: the same convolution kernels, the same numbers.
     return model.to(device, memory_format=torch.channels_last).eval()
+
+
+def width_found(state) -> int:
+    return state["prep.conv.weight"].shape[0]
 
 
 # ==============================================================================================
@@ -227,31 +246,47 @@ def _sources(images):
     return out
 
 
-def load_images(images, fit="crop"):
+def load_images(images, fit="crop", on_error=None):
     """-> (uint8 (N, 3, 32, 32), names, notes): every image read, converted and fitted, before
-    anything is computed, so a bad one stops the whole call (and nothing is half done)."""
-    import numpy as np
-    from PIL import Image
+    anything is computed, so a bad one stops the whole call (and nothing is half done).
+
+    on_error: None, or a function given the one-line message of each image that cannot be read
+    (missing, not an image, ...), which is then left out and the others kept (the command line's
+    batches); the result may then hold no image."""
     if fit not in FITS:
         raise UsageError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
     pictures, names, notes = [], [], []
     for name, item in _sources(images):
-        if isinstance(item, (str, os.PathLike)):
-            item = read_image(item)
-        elif isinstance(item, torch.Tensor):
-            item = _tensor_to_pil(item, name)
-        elif not isinstance(item, Image.Image):
-            raise UsageError(f"{name}: not an image")
-        if item.mode == "F" and not np.isfinite(np.asarray(item)).all():    # a float TIFF, say
-            raise UsageError(f"{name}: a float image holds NaN or inf, which no pixel is; give finite values")
-        rgb, colour = to_rgb(item)
-        small, size = fit_32(rgb, fit)
-        pictures.append(_image_to_uint8(small))
+        try:
+            picture, note = _load_one(name, item, fit)
+        except UsageError as e:
+            if on_error is None:
+                raise
+            on_error(str(e))
+            continue
+        pictures.append(picture)
         names.append(name)
-        notes.append(f"{size}, {colour}")
-    if not pictures:
+        notes.append(note)
+    if not pictures and on_error is None:
         raise UsageError("no images given")
-    return torch.stack(pictures), names, notes
+    return (torch.stack(pictures) if pictures else torch.zeros(0, 3, 32, 32, dtype=torch.uint8)), names, notes
+
+
+def _load_one(name, item, fit):
+    """One image -> (uint8 (3, 32, 32), how it was fitted); UsageError if it cannot be read."""
+    import numpy as np
+    from PIL import Image
+    if isinstance(item, (str, os.PathLike)):
+        item = read_image(item)
+    elif isinstance(item, torch.Tensor):
+        item = _tensor_to_pil(item, name)
+    elif not isinstance(item, Image.Image):
+        raise UsageError(f"{name}: not an image")
+    if item.mode == "F" and not np.isfinite(np.asarray(item)).all():    # a float TIFF, say
+        raise UsageError(f"{name}: a float image holds NaN or inf, which no pixel is; give finite values")
+    rgb, colour = to_rgb(item)
+    small, size = fit_32(rgb, fit)
+    return _image_to_uint8(small), f"{size}, {colour}"
 
 
 # ==============================================================================================
@@ -294,17 +329,22 @@ def logits(model, images_uint8, rt, tta=False, batch_size=1000):
     return torch.cat(out).cpu()
 
 
-def predict(model, images, *, tta=False, fit="crop", top=3, precision="auto", batch_size=1000) -> list:
+def predict(model, images, *, tta=False, fit="crop", top=3, precision="auto", batch_size=1000,
+            on_error=None) -> list:
     """Classify images: a list of Prediction, one per image, in order.
 
     images: a file path, a Pillow image, a tensor (see the module docstring) or a list of them.
     tta: average the logits of each image and its mirror image (see logits).
     precision: as train.py's --precision; auto = the training run's default, so the numbers equal
     its evaluation's. Runs on the model's device.
+    on_error: None (an image that cannot be read is a UsageError), or a function given the
+    message of each such image, which is left out of the list (see load_images).
     """
     if not 1 <= top <= 10:
         raise UsageError(f"top must be between 1 and 10, got {top}")
-    pictures, names, notes = load_images(images, fit)
+    pictures, names, notes = load_images(images, fit, on_error)
+    if not names:
+        return []
     out = logits(model, pictures, _runtime(model, precision), tta, batch_size)    # (N, 10)
     broken = [names[i] for i in range(len(names)) if not torch.isfinite(out[i]).all()]
     if broken:
@@ -360,6 +400,12 @@ def gradcam_maps(model, images_uint8, targets, layer=DEFAULT_LAYER):
     return maps.cpu(), size
 
 
+def no_evidence(cam) -> bool:
+    """Whether a Grad-CAM map (h, w) is zero everywhere: no part of the image raised the class's
+    score at that layer (the ReLU of Grad-CAM kept nothing), so there is nothing to show."""
+    return not bool((cam > 0).any())
+
+
 def plot_explanation(pred: Prediction, cams, classes, roles, layer, path=None, alpha=0.5):
     """One picture: the 32x32 image the model saw, then Grad-CAM over it for each class of
     `classes` (indices; cams: (len(classes), 32, 32); roles: a word for each, "predicted", ...).
@@ -372,8 +418,10 @@ def plot_explanation(pred: Prediction, cams, classes, roles, layer, path=None, a
     axes = fig.subplots(1, 1 + len(classes))
     cells = [(picture, "what the model sees\n(32x32)")]
     for c, cam, role in zip(classes, cams, roles):
-        cells.append((gradcam.blend(picture[None], cam.clamp(0, 1)[None], alpha)[0].numpy(),
-                      f"Grad-CAM: {CLASSES[c]}\n({role}, {100 * float(pred.probs[c]):.1f}%)"))
+        caption = f"Grad-CAM: {CLASSES[c]}\n({role}, {100 * float(pred.probs[c]):.1f}%)"
+        if no_evidence(cam):             # drawn, it is the colour of 0 everywhere: a panel without a word
+            caption += "\nno evidence at this layer"
+        cells.append((gradcam.blend(picture[None], cam.clamp(0, 1)[None], alpha)[0].numpy(), caption))
     for ax, (img, caption) in zip(axes, cells):
         ax.imshow(img, interpolation="nearest")
         ax.set_title(caption, fontsize=9)
@@ -512,6 +560,9 @@ def parse_args(argv):
 
 def run(args, log=print):
     """The command line's work; everything is checked before anything is computed or written."""
+    swapped = swapped_arguments(args.model, args.images)
+    if swapped:
+        raise UsageError(swapped)
     if args.evaluate and args.images:
         raise UsageError("give image files or --evaluate, not both")
     if not args.evaluate and not args.images:
@@ -526,21 +577,36 @@ def run(args, log=print):
     rt = utils.pick_runtime(args.device, args.precision)
     model = load_model(args.model, args.width, rt.device)
     width = model.prep.conv.out_channels
+    warning = weights.synthetic_warning(args.model, model.provenance)
+    if warning:
+        print(warning, file=sys.stderr)
+    trained = weights.describe_provenance(model.provenance, model.provenance_problem)
     if args.evaluate:
         r = evaluate_tta(model, args.data_dir, args.download, rt.precision, args.batch_size)
-        log(f"{args.model} (width {width}) on the {r['n']:,} {r['split']} images of {args.data_dir}'s test_batch, "
+        log(f"{args.model} (width {width}; {trained}) on the {r['n']:,} {r['split']} images of {args.data_dir}'s "
+            "test_batch, "
             f"{r['device']} {r['precision']}:")
         for key, label in (("plain", "without TTA:  "), ("tta", "with flip TTA:")):
             e = r[key]
             log(f"  {label} accuracy {e['accuracy']:.2f}% ({e['correct']}/{r['n']}), loss {e['loss']:.4f}")
         log(f"  flip TTA gain: {r['gain_points']:+.2f} points")
         return r
+    # An image that cannot be read is one line and left out; the others are classified (and
+    # cli's exit status says that some were not).
+    unread = []
+
+    def left_out(message):
+        unread.append(message)
+        print(f"error: {message}", file=sys.stderr)
     preds = predict(model, args.images, tta=args.tta, fit=args.fit, top=args.top,
-                    precision=rt.precision, batch_size=args.batch_size)
+                    precision=rt.precision, batch_size=args.batch_size, on_error=left_out)
+    args.unread = len(unread)
+    if not preds:                                      # each said in its line: nothing else to do
+        return preds
     if args.explain is not None:
         _writable(args.explain)                        # before anything is printed or drawn
-    log(f"{args.model} (width {width}), {rt.device} {rt.precision}, flip TTA {'on' if args.tta else 'off'}; "
-        f"each image: {HOW_FITTED[args.fit]}")
+    log(f"{args.model} (width {width}; {trained}), {rt.device} {rt.precision}, flip TTA "
+        f"{'on' if args.tta else 'off'}; each image: {HOW_FITTED[args.fit]}")
     for p in preds:
         log(str(p))
     if args.explain is not None:
@@ -549,16 +615,47 @@ def run(args, log=print):
     return preds
 
 
+IMAGE_ENDINGS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _is_image(path) -> bool:
+    """Whether path is an image file (Pillow reads its header) rather than a torch file."""
+    from PIL import Image, UnidentifiedImageError
+    if not os.path.isfile(path) or zipfile.is_zipfile(path):         # torch.save writes a zip archive
+        return False
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+def swapped_arguments(model, images) -> str:
+    """A message when the model's place holds an image ("" otherwise): the arguments are swapped
+    when one of the images is the torch file; torch's own error would be about unpickling."""
+    if not _is_image(model):
+        return ""
+    torch_files = [i for i in images if os.path.isfile(i) and zipfile.is_zipfile(i)
+                   or not os.path.exists(i) and i.lower().endswith(".pt")]
+    if torch_files:
+        rest = [i for i in images if i != torch_files[0]]
+        return (f"the arguments are swapped: {model} is an image and {torch_files[0]} the model; the model comes first: "
+                f"python predict.py {' '.join([torch_files[0], model, *rest])}")
+    return f"{model} is an image, not a model; the model comes first: python predict.py MODEL {' '.join([model, *images])}"
+
+
 def cli(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        run(args)
+        done = run(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code                             # 2; 4 for a write that failed
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if getattr(args, "unread", 0):                     # each image that could not be read had its line
+        return SOME_UNREAD if done else UsageError.exit_code
     return 0
 
 

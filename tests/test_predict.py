@@ -268,26 +268,50 @@ def test_evaluate_names_a_validation_split(run, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 # Bad input: one line, no traceback, nothing written
 
-def _fails(capsys, *argv, match):
-    assert predict.cli([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err
+def _without_the_synthetic_warning(err):
+    """stderr less the one warning line a model trained on synthetic data gets (run's model is)."""
+    lines = err.splitlines(keepends=True)
+    warned = [line for line in lines if line.startswith("warning: ") and "trained on synthetic data" in line]
+    assert len(warned) <= 1, err
+    return "".join(line for line in lines if line not in warned)
+
+
+def _fails(capsys, *argv, match, code=2):
+    assert predict.cli([str(a) for a in argv]) == code
+    err = _without_the_synthetic_warning(capsys.readouterr().err)
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert match in err, err
     return err
 
 
-def test_bad_images_get_one_line_and_nothing_is_written(run, tmp_path, capsys):
-    good = run["paths"][0]
+def test_a_bad_image_is_one_line_and_the_others_are_still_classified(run, tmp_path, capsys):
+    """One missing image does not stop a batch: each bad image is one line on stderr, the others
+    are classified (and explained), and the exit status says that some could not be read: 1; 2
+    when none could."""
+    good = run["paths"][:2]
     (tmp_path / "notes.txt").write_text("not a picture")
     Image.fromarray(_rgb(8, (200, 200))).save(tmp_path / "whole.jpg")
     (tmp_path / "truncated.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:600])
+    bad = {tmp_path / "missing.png": "missing.png: no such file", tmp_path / "notes.txt": "notes.txt: not an image file",
+           tmp_path / "truncated.jpg": "truncated.jpg: cannot read the image", tmp_path: "is a folder"}
     ex = tmp_path / "ex"
-    for bad, match in ((tmp_path / "missing.png", "missing.png: no such file"),
-                       (tmp_path / "notes.txt", "notes.txt: not an image file"),
-                       (tmp_path / "truncated.jpg", "truncated.jpg: cannot read the image"),
-                       (tmp_path, "is a folder")):
-        _fails(capsys, run["model"], good, bad, "--explain", ex, match=match)
-        assert not ex.exists() or not os.listdir(ex)
+    argv = [run["model"], good[0], *bad, good[1], "--explain", ex]
+    assert predict.cli([str(a) for a in argv]) == predict.SOME_UNREAD == 1
+    out, err = capsys.readouterr()
+    err = _without_the_synthetic_warning(err).splitlines()
+    assert len(err) == len(bad) and all(line.startswith("error: ") and says in line
+                                        for line, says in zip(err, bad.values())), err
+    classified = [line.split(": ")[0] for line in out.splitlines()[1:-1]]
+    assert classified == good                                           # in order, the bad ones left out
+    assert sorted(os.listdir(ex)) == sorted(f"{os.path.basename(g)}.gradcam.png" for g in good)
+    for only_bad in ([tmp_path / "missing.png"], list(bad)):            # none readable: 2, nothing written
+        _ = [os.remove(ex / f) for f in os.listdir(ex)]
+        assert predict.cli([str(a) for a in [run["model"], *only_bad, "--explain", ex]]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and len(_without_the_synthetic_warning(err).splitlines()) == len(only_bad), err
+        assert not os.listdir(ex)
+    with pytest.raises(UsageError, match="missing.png: no such file"):  # from Python: the call stops, as before
+        predict.predict(predict.load_model(run["model"]), [good[0], tmp_path / "missing.png"])
 
 
 def test_pixels_that_are_not_finite_are_refused_not_classified(run, tmp_path, capsys):
@@ -314,7 +338,7 @@ def test_a_full_disk_while_explaining_is_one_line_and_leaves_no_half_picture(run
         code = predict.cli([run["model"], run["paths"][0], "--explain", str(tmp_path / "ex")])
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    err = capsys.readouterr().err
+    err = _without_the_synthetic_warning(capsys.readouterr().err)
     assert code == 4 and err.count("\n") == 1 and "File too large); the 0 picture(s) before it are whole" in err, err
     assert os.listdir(tmp_path / "ex") == []
 
@@ -377,3 +401,64 @@ def test_bad_weights_and_settings_get_one_line(run, tmp_path, capsys):
     assert not (tmp_path / "ex").exists()
     (tmp_path / "a_file").write_text("")
     _fails(capsys, run["model"], good, "--explain", tmp_path / "a_file", match="--explain")
+
+
+# ----------------------------------------------------------------------------------------------
+# What the model was trained on, and the arguments' order
+
+def test_a_model_trained_on_synthetic_data_gets_one_warning_line_and_says_what_it_was_trained_on(run, tmp_path,
+                                                                                                capsys):
+    import weights
+    good = run["paths"][0]
+    assert predict.cli([run["model"], good]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"warning: {run['model']} was trained on synthetic data: its answers say nothing about real images\n"
+    record = run["record"]
+    assert (f"(width 8; trained on synthetic data (512 images): {record['test_accuracy']:.2f}% on 128 held-out "
+            f"synthetic images") in out.splitlines()[0]
+    state = weights.read_weights(run["model"], "")
+    found, _ = weights.provenance(state)
+    # The same weights trained on CIFAR-10: no warning; a model.pt written before provenance was (a
+    # bare state_dict) loads as before and says so; one whose provenance is not as written says why.
+    for name, provenance, says in (
+            ("cifar.pt", {**found, "source": "cifar10", "split": "validation", "n": 10000},
+             f"trained on CIFAR-10 (512 images): {record['test_accuracy']:.2f}% on a validation split of 10,000"),
+            ("old.pt", None, "provenance unknown: not recorded in this file"),
+            ("odd.pt", {**found, "source": "imagenet"},
+             "provenance unknown: its provenance's 'source' is 'imagenet', not cifar10 or synthetic"),
+            ("wide.pt", {**found, "width": 64}, "provenance unknown: its provenance says width 64, the weights are of "
+                                                "width 8")):
+        bare = {k: v for k, v in state.items()}
+        torch.save(bare if provenance is None else weights.with_provenance(bare, provenance), tmp_path / name)
+        assert predict.cli([str(tmp_path / name), good]) == 0
+        out, err = capsys.readouterr()
+        assert err == "" and f"{tmp_path / name} (width 8; {says}" in out.splitlines()[0], out
+    assert predict.load_model(tmp_path / "old.pt").provenance is None
+
+
+def test_arguments_given_the_wrong_way_round_are_named_as_swapped(run, tmp_path, capsys):
+    image = run["paths"][0]
+    err = _fails(capsys, image, run["model"], match="the arguments are swapped")
+    assert err == (f"error: the arguments are swapped: {image} is an image and {run['model']} the model; the model "
+                   f"comes first: python predict.py {run['model']} {image}\n")
+    assert "weights_only" not in err
+    assert predict.cli([run["model"], image]) == 0                      # the command it gives works
+    capsys.readouterr()
+    _fails(capsys, image, match=f"{image} is an image, not a model; the model comes first: python predict.py MODEL")
+    Image.fromarray(_rgb(3, (40, 30))).save(tmp_path / "photo.jpg")
+    _fails(capsys, tmp_path / "photo.jpg", tmp_path / "model.pt", match="the arguments are swapped")   # not yet there
+    assert not predict.swapped_arguments(run["model"], [image])
+
+
+def test_a_grad_cam_map_that_is_zero_everywhere_says_so_in_words(run):
+    """Grad-CAM's ReLU can keep nothing (no part of the image raised that class's score at that
+    layer): the panel, drawn in the colour of 0, gets a caption instead of staying blank."""
+    model = predict.load_model(run["model"])
+    pred, = predict.predict(model, run["paths"][:1], precision="fp32")
+    cams = torch.rand(2, 32, 32)
+    cams[1] = 0
+    fig = predict.plot_explanation(pred, cams, [0, 3], ["predicted", "runner-up"], "layer2 (8x8 map)")
+    titles = [ax.get_title() for ax in fig.axes[1:3]]
+    assert "no evidence" not in titles[0]
+    assert titles[1].startswith("Grad-CAM: cat\n(runner-up, ") and titles[1].endswith("\nno evidence at this layer")
+    assert predict.no_evidence(torch.zeros(32, 32)) and not predict.no_evidence(cams[0])
