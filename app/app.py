@@ -1,13 +1,18 @@
 """The web app of a trained custom ResNet: classify a picture, see why (Grad-CAM), see its mistakes.
 
     python app.py                  # in a Space folder made by `python -m app.export RUN SPACE`:
-                                   # serves http://127.0.0.1:7860 (PORT=8000 python app.py for another port)
+                                   # serves http://127.0.0.1:7860 (GRADIO_SERVER_PORT=8000 for another port)
 
 The course's controls, one by one (docs/web-app.md has the table): an upload or one of 10 example
 images (one per class); the top k classes, k from 1 to 10; Grad-CAM on or off, how many of the top
 classes it explains, from which layer (those whose map is at least 5x5 first, each named with its
 map size) and with what opacity; the run's misclassified images on or off and how many, each with
-its true and predicted class and its Grad-CAM.
+its true and predicted class and its Grad-CAM. A model trained on synthetic data says so on the
+page and in one warning line at start-up.
+
+Its API, as gradio_client sees it, has one endpoint per action, named as the page names it:
+/classify(image, top_k, show_gradcam, gradcam_count, layer, opacity) and
+/misclassified(show_misclassified, count, show_gradcam, layer, opacity) (docs/web-app.md).
 
 Inference only: it imports predict.py, gradcam.py and custom_resnet.py (and what they import), never
 the training code, downloads nothing and runs on a CPU. The functions below work without Gradio,
@@ -45,6 +50,11 @@ class Space:
         again = "export the Space again: python -m app.export RUN SPACE"
         self.model = predict.load_model(os.path.join(folder, "model.pt"))        # weights_only, verified
         self.about = read_about(os.path.join(folder, "space.json"), again)
+        # What the weights were trained on: model.pt's own provenance; for a model.pt written
+        # before train.py recorded it, the source the export took from the run's verified record.
+        source = (self.model.provenance or {}).get("source") or self.about.get("source")
+        self.warning = ("this model was trained on synthetic data: its answers say nothing about real images"
+                        if source == "synthetic" else "")
         examples = os.path.join(folder, "examples")
         if not os.path.isdir(examples):
             raise UsageError(f"{examples}: no such folder (the 10 example images); {again}")
@@ -134,8 +144,10 @@ def classify(space, image, top_k=3, show_cam=True, cams=1, layer="layer2", opaci
         return top, []
     order = p.probs.argsort(descending=True)[:min(int(cams), int(top_k))]      # of the classes shown
     maps, (h, w) = predict.gradcam_maps(space.model, p.image[None].expand(len(order), -1, -1, -1), order, layer)
+    # A map that is zero everywhere would be a panel of one colour without a word: say so.
     return top, [(_pair(p.image, m, opacity), f"Grad-CAM: {CLASSES[c]} ({100 * float(p.probs[c]):.1f}%), "
-                  f"{layer} {h}x{w}") for c, m in zip(order.tolist(), maps)]
+                  + ("no evidence at " if predict.no_evidence(m) else "") + f"{layer} {h}x{w}")
+                 for c, m in zip(order.tolist(), maps)]
 
 
 def _pair(image_uint8, cam, opacity):
@@ -161,7 +173,8 @@ def misclassified(space, show=True, count=10, show_cam=True, layer="layer2", opa
     for i in range(n):
         picture = _pair(images[i], maps[i], opacity) if show_cam else _picture(images[i])
         out.append((picture, f"true: {CLASSES[int(space.gallery_labels[i])]}, predicted: "
-                             f"{CLASSES[int(preds[i])]} ({100 * float(space.gallery_confidence[i]):.0f}%)"))
+                             f"{CLASSES[int(preds[i])]} ({100 * float(space.gallery_confidence[i]):.0f}%)"
+                    + (", no evidence" if show_cam and predict.no_evidence(maps[i]) else "")))
     return out
 
 
@@ -171,6 +184,7 @@ def misclassified(space, show=True, count=10, show_cam=True, layer="layer2", opa
 def about_text(space) -> str:
     a = space.about
     return (f"### CIFAR-10 custom ResNet: what does it see?\n\n"
+            + (f"**Warning: {space.warning}.**\n\n" if space.warning else "") +
             f"This model reached **{a['accuracy']:.2f}%** on {a['data']}. It knows only CIFAR-10's 10 classes "
             f"({', '.join(CLASSES)}) at 32x32 pixels: a photo is cut to its central square and shrunk to 32x32 "
             f"before it is classified, so expect it to be wrong on most pictures of anything else. "
@@ -210,37 +224,57 @@ def build(space):
         wrong = gr.Gallery(label="Misclassified held-out images: the image and its Grad-CAM for the predicted class",
                            columns=5, height=520, object_fit="contain", elem_id="misclassified")
 
-        def answer(*args):
+        # The API a client scripts against (gradio_client, the page's "Use via API"): one endpoint
+        # per action, its parameters named after the controls (Gradio reads the functions' names).
+        def classify_image(image, top_k, show_gradcam, gradcam_count, layer, opacity):
             try:
-                return classify(space, *args)
+                return classify(space, image, top_k, show_gradcam, gradcam_count, layer, opacity)
             except UsageError as e:
                 raise gr.Error(str(e)) from None
 
-        def mistakes(*args):
+        def show_misclassified_images(show_misclassified, count, show_gradcam, layer, opacity):
             try:
-                return misclassified(space, *args)
+                return misclassified(space, show_misclassified, count, show_gradcam, layer, opacity)
             except UsageError as e:
                 raise gr.Error(str(e)) from None
-        inputs = [image, top_k, show_cam, cams, layer, opacity]
-        run.click(answer, inputs, [top, explained])
-        gallery_inputs = [show_wrong, count, show_cam, layer, opacity]
-        for control in (show_wrong, count, show_cam, layer, opacity):
-            control.change(mistakes, gallery_inputs, wrong)
+        run.click(classify_image, [image, top_k, show_cam, cams, layer, opacity], [top, explained],
+                  api_name="classify")
+        # Any of its five controls redraws the gallery: one event, so one endpoint, not five copies.
+        gr.on([c.change for c in (show_wrong, count, show_cam, layer, opacity)], show_misclassified_images,
+              [show_wrong, count, show_cam, layer, opacity], wrong, api_name="misclassified")
     return page
+
+
+# The gallery's captions wrap instead of being cut ("predicted: automo..."): Gradio draws them on
+# one line, at most 80% of the picture's width.
+CSS = "#gradcam .caption-label, #misclassified .caption-label { white-space: normal; max-width: 100%; }"
+
+
+def server_port() -> int:
+    """The port from GRADIO_SERVER_PORT (Gradio's own variable, which its errors name), 7860 by
+    default; UsageError for one that is not a port."""
+    given = os.environ.get("GRADIO_SERVER_PORT", "7860")
+    if not (given.strip().isdigit() and 1 <= int(given) <= 65535):
+        raise UsageError(f"GRADIO_SERVER_PORT={given!r} is not a port: give a number from 1 to 65535 (7860 by default)")
+    return int(given)
 
 
 def main() -> int:
     """Serve the page: on 127.0.0.1 (this machine only) unless on Hugging Face Spaces, which sets
-    SPACE_ID and needs 0.0.0.0; the port from PORT, 7860 by default. A Space that cannot be read
-    is one line (exit status 2)."""
+    SPACE_ID and needs 0.0.0.0, or GRADIO_SERVER_NAME says otherwise; the port from
+    GRADIO_SERVER_PORT, 7860 by default (Gradio's own variables). A Space that cannot be read is
+    one line (exit status 2); a model trained on synthetic data, one warning line."""
     try:
         space = Space()
+        port = server_port()
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    host = "0.0.0.0" if os.environ.get("SPACE_ID") else os.environ.get("HOST", "127.0.0.1")
-    build(space).launch(server_name=host, server_port=int(os.environ.get("PORT", 7860)), ssr_mode=False,
-                        show_error=True, allowed_paths=[HERE])
+    if space.warning:
+        print(f"warning: {os.path.join(space.folder, 'model.pt')}: {space.warning}", file=sys.stderr)
+    host = "0.0.0.0" if os.environ.get("SPACE_ID") else os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    build(space).launch(server_name=host, server_port=port, ssr_mode=False, show_error=True, allowed_paths=[HERE],
+                        css=CSS)
     return 0
 
 

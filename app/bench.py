@@ -46,7 +46,7 @@ def memory_mib(pid):
 
 def start(space, port, timeout=300):
     """(server process, seconds from launch to the page's first answer)."""
-    env = {**os.environ, "PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=space, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -67,12 +67,12 @@ def request_seconds(port, example, n):
     """Seconds of `n` requests (top 3, one Grad-CAM at layer2) through the page's API, after one."""
     from gradio_client import Client, handle_file
     client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-    args = (handle_file(example), 3, True, 1, "layer2", 0.5)
-    client.predict(*args, api_name="/answer")                            # warm-up
+    args = dict(image=handle_file(example), top_k=3, show_gradcam=True, gradcam_count=1, layer="layer2", opacity=0.5)
+    client.predict(**args, api_name="/classify")                         # warm-up
     seconds = []
     for _ in range(n):
         t = time.perf_counter()
-        client.predict(*args, api_name="/answer")
+        client.predict(**args, api_name="/classify")
         seconds.append(time.perf_counter() - t)
     return seconds
 

@@ -2,6 +2,7 @@
 
     python -m app.export out space                # out: a finished run's folder; space: the Space to write
     python -m app.export out space --serve        # the same, then serve it at http://127.0.0.1:7860
+                                                  # (GRADIO_SERVER_PORT=8000 for another port)
     python -m app.export out space --data "the validation split of JPEG copies of CIFAR-10 training images"
 
 The Space holds app.py and the modules it imports (the inference code: no training code, no data
@@ -9,17 +10,21 @@ download), its requirements.txt, the run's weights (read with weights_only and v
 example images (one per class) and the run's misclassified held-out images with their labels
 (from the run's images.pt, so the gallery needs no data set), space.json (what the run measured)
 and README.md, the Space's page, with the Spaces header and the run's figures. Push the folder to
-a Space (`git push` to huggingface.co/spaces/<you>/<name>) and it runs there on a CPU.
+a Space (`git push` to huggingface.co/spaces/<you>/<name>) and it runs there on a CPU. Exported
+again into the same folder, it says what the earlier export held. --serve runs the Space's app.py
+until it ends; a SIGTERM (or SIGHUP) to this command is passed on to it, so the server stops too.
 """
 import argparse
 import ast
 import errno
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 
 import torch
 
@@ -27,7 +32,7 @@ import checkpoint
 import report
 import utils
 import weights
-from app.app import GALLERY
+from app.app import GALLERY, read_about
 from custom_resnet import CLASSES
 from utils import UsageError
 
@@ -97,6 +102,11 @@ def finished_run(run_dir):
     if trained_weights.keys() != last.keys() or not all(torch.equal(trained_weights[k], last[k]) for k in last):
         raise UsageError(f"{path} is not the weights of the run's last epoch (its checkpoint holds others), so the "
                          f"run's accuracy is not theirs; {rewrite_them}")
+    found, _ = weights.provenance(trained_weights)        # the provenance the Space's model.pt carries
+    if found is not None and (found["source"], found["accuracy"], found["width"]) != (
+            record["data"]["source"], ckpt["history"][-1]["test_acc"], width):
+        raise UsageError(f"{path}: its provenance ({found['source']}, {found['accuracy']:.2f}%, width {found['width']}) "
+                         f"is not the run's: an altered model.pt, which a Space must not publish; {rewrite_them}")
     images = os.path.join(run_dir, "images.pt")
     if not os.path.isfile(images):
         raise UsageError(f"{run_dir} has no images.pt (the images the app shows); {rewrite}")
@@ -104,11 +114,12 @@ def finished_run(run_dir):
     return record, ckpt, kept
 
 
-def space_json(record, ckpt, data_name):
+def space_json(record, ckpt, data_name, run_dir):
     """What the Space's page says: the accuracy, the LRs and the epochs from the verified checkpoint
-    (its last epoch: the weights model.pt holds), the rest from the record (checked against it)."""
+    (its last epoch: the weights model.pt holds), the rest from the record (checked against it);
+    "run", the run folder's name (not its path, which the Space would publish)."""
     last = ckpt["history"][-1]
-    return {"accuracy": last["test_acc"], "correct": last["test_correct"], "n": last["test_n"],
+    return {"run": os.path.basename(os.path.normpath(os.path.abspath(run_dir))), "accuracy": last["test_acc"], "correct": last["test_correct"], "n": last["test_n"],
             "split": report.data_label(record), "data": data_name or default_data_name(record),
             "source": record["data"]["source"], "width": ckpt["config"]["width"], "parameters": record["parameters"],
             "epochs": len(ckpt["history"]), "lr_min": ckpt["lr_min"], "lr_max": ckpt["lr_max"],
@@ -128,6 +139,8 @@ def default_data_name(record) -> str:
 
 def readme(about) -> str:
     """The Space's README.md: the Spaces header, then what the app does and the run's figures."""
+    synthetic = ("\n**Warning: this model was trained on synthetic data: its answers say nothing about real "
+                 "images.**\n" if about["source"] == "synthetic" else "")
     return f"""---
 title: CIFAR-10 custom ResNet with Grad-CAM
 emoji: 🔍
@@ -155,7 +168,7 @@ The custom ResNet ("ResNet-9") of David Page's *How to train your ResNet*, width
 {about['hardware']}.
 
 **Accuracy: {about['accuracy']:.2f}%** ({about['correct']:,} of {about['n']:,}) on {about['data']}.
-
+{synthetic}
 It knows only CIFAR-10's 10 classes ({', '.join(CLASSES)}) at 32x32 pixels: a photo is cut to its
 central square and shrunk to 32x32 before it is classified, so expect it to be wrong on most
 pictures of anything else.
@@ -198,7 +211,7 @@ def export(run_dir, space_dir, data_name=None) -> dict:
     if others:
         raise UsageError(f"{space_dir} holds other files ({', '.join(others[:3])}): give a new or empty folder for "
                          "the Space, or an earlier export of it (whose files are replaced, its .git kept)")
-    about = space_json(record, ckpt, data_name)
+    about = space_json(record, ckpt, data_name, run_dir)
     existed, new = os.path.isdir(space_dir), None
     try:
         new = _beside(space_dir)
@@ -271,27 +284,81 @@ def _swap_in(new, space_dir):
     shutil.rmtree(old, ignore_errors=True)
 
 
+def earlier_export(space_dir, run_dir) -> str:
+    """What an earlier export in space_dir holds, in words ("" when there is none): its run, model
+    and accuracy from its space.json, and whether its weights are those of run_dir's model.pt."""
+    if not os.path.isfile(os.path.join(space_dir, "space.json")):
+        return ""
+    try:
+        old = read_about(os.path.join(space_dir, "space.json"), "")
+    except UsageError:
+        return "a Space whose space.json cannot be read"
+    run = f"run {old['run']!r}, " if isinstance(old.get("run"), str) else ""
+    commit = f", commit {old['commit'][:12]}" if isinstance(old.get("commit"), str) else ""
+    same = _same_bytes(os.path.join(space_dir, "model.pt"), os.path.join(run_dir, "model.pt"))
+    return (f"{run}width {old.get('width')}, {old.get('epochs')} epochs, {old['accuracy']:.2f}% on {old['data']}"
+            f"{commit}; {'the same weights as' if same else 'other weights than'} {os.path.join(run_dir, 'model.pt')}")
+
+
+def _same_bytes(a, b) -> bool:
+    try:
+        with open(a, "rb") as f, open(b, "rb") as g:
+            return f.read() == g.read()
+    except OSError:
+        return False
+
+
+def serve(space_dir) -> int:
+    """Run the Space's app.py until it ends; its exit status (128 + the signal's number when a
+    signal ended it). The server is a process of its own: a SIGTERM or SIGHUP to this one is
+    passed on to it, else it would go on serving after this command had stopped."""
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=space_dir)
+    passed_on = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {}
+    if threading.current_thread() is threading.main_thread():           # signal handlers live there
+        previous = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum)) for sig in passed_on}
+    try:
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:          # Ctrl-C in a terminal reaches the server too: let it close
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+            code = 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:            # this command stops: never leave the server behind
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return 128 - code if code < 0 else code
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.export", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="the output folder of a finished run (train.py's --out-dir)")
     p.add_argument("space", help="the folder to write the Space into (new, or an earlier export)")
     p.add_argument("--data", default=None, help="what the held-out images are, for the page (default: from the "
                    "run's record, e.g. 'a validation split of 10,000 images held out from its training images')")
-    p.add_argument("--serve", action="store_true", help="then serve the Space at http://127.0.0.1:7860 (Ctrl-C stops)")
+    p.add_argument("--serve", action="store_true", help="then serve the Space at http://127.0.0.1:7860 (the port: "
+                   "GRADIO_SERVER_PORT; Ctrl-C or SIGTERM stops it)")
     a = p.parse_args(argv)
+    earlier = earlier_export(a.space, a.run) if os.path.isdir(a.space) else ""
     try:
         about = export(a.run, a.space, a.data)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if earlier:
+        print(f"replaced the earlier export in {a.space}: {earlier}")
     print(f"wrote the Space for {a.run} ({about['accuracy']:.2f}% on {about['data']}) into {a.space}: "
-          + " ".join(sorted(os.listdir(a.space))))
-    if a.serve:
-        try:
-            return subprocess.call([sys.executable, "app.py"], cwd=a.space)
-        except KeyboardInterrupt:
-            return 130
-    return 0
+          + " ".join(sorted(os.listdir(a.space))), flush=True)
+    return serve(a.space) if a.serve else 0
 
 
 if __name__ == "__main__":

@@ -206,6 +206,11 @@ def spoiled(run_dir, spoil):
         record["test_accuracy"] = record["history"][-1]["test_acc"] = 99.0
     elif spoil == "another run's model":
         torch.save(CustomResNet(width=8).state_dict(), run_dir / "model.pt")
+    elif spoil == "provenance edited":
+        import weights
+        state = weights.read_weights(str(run_dir / "model.pt"), "")
+        found, _ = weights.provenance(state)
+        torch.save(weights.with_provenance(dict(state), {**found, "accuracy": 99.0}), run_dir / "model.pt")
     elif spoil == "no checkpoint":
         (run_dir / "checkpoint.pt").unlink()
     elif spoil == "images.pt cut":
@@ -224,6 +229,7 @@ def spoiled(run_dir, spoil):
     ("accuracy edited", "its 'test_accuracy' is 99.0, not its last epoch's test_acc"),
     ("accuracy and its epoch edited", "metrics.json does not agree with the run's checkpoint (in history)"),
     ("another run's model", "model.pt is not the weights of the run's last epoch"),
+    ("provenance edited", "model.pt: its provenance (synthetic, 99.00%, width 8) is not the run's"),
     ("no checkpoint", "has no checkpoint.pt, against which the figures a Space publishes are checked"),
     ("images.pt cut", "images.pt: not a readable file of images (cut short: its zip archive has no end)"),
     ("a label out of range", "images.pt: its 'misclassified.labels' is not one class 0..9 per image"),
@@ -392,23 +398,55 @@ def free_port():
         return s.getsockname()[1]
 
 
-def serve(folder, port, timeout=120):
-    """Start `python app.py` in the Space folder on 127.0.0.1:port; wait until it answers."""
-    env = {**os.environ, "PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+def serve(folder, port, timeout=120, command=("app.py",), cwd=None):
+    """Start `python app.py` in the Space folder (or `python *command` in cwd) with Gradio's
+    GRADIO_SERVER_PORT=port, in a process group of its own (so that a test can end every process
+    it started); wait until 127.0.0.1:port answers. Its stderr goes to <folder>.stderr (the app's
+    start-up lines)."""
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("PORT", None)
+    with open(f"{folder}.stderr", "w") as err:
+        proc = subprocess.Popen([sys.executable, *command], cwd=cwd or folder, env=env, stdout=subprocess.DEVNULL,
+                                stderr=err, text=True, start_new_session=True)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"the app exited: {proc.stderr.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.3)
+            raise AssertionError(f"the app exited: {open(f'{folder}.stderr').read()[-2000:]}")
+        if answers(port):
+            return proc
+        time.sleep(0.3)
     proc.kill()
     raise AssertionError("the app did not answer in time")
+
+
+def answers(port) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+# The longest caption the gallery can have: the two longest class names, 100%.
+LONGEST = ("automobile", "airplane")
+
+
+@pytest.fixture(scope="module")
+def served(space, tmp_path_factory):
+    """The exported Space served by `python app.py` on 127.0.0.1 (a copy whose first misclassified
+    images are captioned with the longest class names): (folder, port, its Space)."""
+    pytest.importorskip("gradio", reason="the app's packages are not installed (app/requirements.txt)")
+    folder = tmp_path_factory.mktemp("served") / "space"
+    shutil.copytree(space[0], folder)
+    gallery = torch.load(folder / "gallery.pt", weights_only=True)
+    gallery["labels"][:10], gallery["predicted"][:10] = CLASSES.index(LONGEST[0]), CLASSES.index(LONGEST[1])
+    gallery["confidence"][:10] = 1.0
+    torch.save(gallery, folder / "gallery.pt")
+    port = free_port()
+    proc = serve(folder, port)
+    yield folder, port, webapp.Space(str(folder))
+    proc.terminate()
+    proc.wait(timeout=30)
 
 
 def wait_for(condition, timeout=60, what="the page"):
@@ -421,16 +459,15 @@ def wait_for(condition, timeout=60, what="the page"):
     raise AssertionError(f"{what} did not appear within {timeout} s")
 
 
-def test_in_a_browser_an_upload_gets_its_top_classes_and_grad_cam_and_the_gallery_opens(space, loaded, tmp_path):
+def test_in_a_browser_an_upload_gets_its_top_classes_and_grad_cam_and_the_gallery_opens(served, tmp_path):
     from selenium.webdriver.common.by import By
+    folder, port, loaded = served
     browser = browser_or_skip()
-    port = free_port()
-    proc = serve(space[0], port)
     try:
         browser.get(f"http://127.0.0.1:{port}/")
         upload = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"), what="the upload")
         picture = tmp_path / "my picture.png"
-        Image.open(space[0] / "examples" / "8_ship.png").resize((96, 80)).save(picture)      # any size
+        Image.open(folder / "examples" / "8_ship.png").resize((96, 80)).save(picture)      # any size
         upload[0].send_keys(str(picture))
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#upload img"), what="the uploaded image")
         browser.find_element(By.CSS_SELECTOR, "#classify").click()
@@ -453,10 +490,14 @@ def test_in_a_browser_an_upload_gets_its_top_classes_and_grad_cam_and_the_galler
         assert len(shown) == 10
         first = f"true: {CLASSES[int(loaded.gallery_labels[0])]}, predicted: {CLASSES[int(loaded.gallery_predicted[0])]}"
         assert first in browser.find_element(By.CSS_SELECTOR, "#misclassified").text
+        # Every caption whole: the longest one ("true: automobile, predicted: airplane (100%)") wraps
+        # within its picture's width instead of being cut with an ellipsis.
+        captions = browser.execute_script("return [...document.querySelectorAll('#misclassified .caption-label')]"
+                                          ".map(e => [e.textContent, e.scrollWidth, e.clientWidth])")
+        assert len(captions) == 10 and captions[0][0] == f"true: {LONGEST[0]}, predicted: {LONGEST[1]} (100%)"
+        assert all(0 < shown <= room for _, shown, room in captions), captions
     finally:
         browser.quit()
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_an_upload_reaches_the_handler_as_the_file_itself_so_nan_pixels_are_refused(loaded, tmp_path):
@@ -478,3 +519,114 @@ def test_a_run_that_made_no_mistake_still_gets_a_page(space, tmp_path):
     torch.save({k: (v[:0] if isinstance(v, torch.Tensor) else v) for k, v in gallery.items()}, folder / "gallery.pt")
     empty = webapp.Space(str(folder))
     assert webapp.misclassified(empty, count=0) == [] and webapp.build(empty) is not None
+
+
+def docs_example():
+    """The gradio_client example of docs/web-app.md, as it stands there."""
+    text = open(os.path.join(ROOT, "docs", "web-app.md"), encoding="utf-8").read()
+    section = text.split("## Call it from a program: its API", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_api_has_one_endpoint_per_action_with_the_controls_names_and_the_docs_example_runs(served):
+    """gradio_client sees /classify and /misclassified, their parameters named as the controls
+    (not /answer(param_0 ... param_5) and five copies /mistakes, /mistakes_1, ...), and the
+    example of docs/web-app.md, run as it stands but for the port, gets predict.py's answer."""
+    from gradio_client import Client
+    folder, port, loaded = served
+    api = Client(f"http://127.0.0.1:{port}/", verbose=False).view_api(return_format="dict", print_info=False)
+    assert {name: [p["parameter_name"] for p in e["parameters"]] for name, e in api["named_endpoints"].items()} == {
+        "/classify": ["image", "top_k", "show_gradcam", "gradcam_count", "layer", "opacity"],
+        "/misclassified": ["show_misclassified", "count", "show_gradcam", "layer", "opacity"]}
+    assert not api["unnamed_endpoints"]
+    example = docs_example()
+    assert example.count("http://127.0.0.1:7860/") == 1
+    out = subprocess.run([sys.executable, "-c", example.replace("127.0.0.1:7860", f"127.0.0.1:{port}")], cwd=folder,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()[-3:]
+    p, = predict.predict(loaded.model, [str(folder / "examples" / "3_cat.png")], top=3, precision="fp32")
+    assert lines[0] == f"{p.top[0][0]} {[(c, round(q, 3)) for c, q in p.top]}"
+    assert lines[1].startswith(f"Grad-CAM: {p.top[0][0]} (") and os.path.isfile(lines[1].rsplit(" ", 1)[1])
+    assert lines[2] == str([caption for _, caption in webapp.misclassified(loaded, count=2, show_cam=False)])
+
+
+def test_sigterm_to_export_serve_stops_the_server_too(run, tmp_path):
+    """--serve runs app.py as a process of its own: a SIGTERM to the command must reach it, or
+    the server goes on serving after the command has gone."""
+    pytest.importorskip("gradio", reason="the app's packages are not installed (app/requirements.txt)")
+    import signal
+    port = free_port()
+    proc = serve(tmp_path / "space", port, command=("-m", "app.export", str(run[0]), str(tmp_path / "space"),
+                                                    "--serve"), cwd=ROOT)
+    try:
+        proc.send_signal(signal.SIGTERM)                                   # to the command alone
+        wait_for(lambda: not answers(port), timeout=20, what="the server's end")
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM              # the shell's convention
+    finally:
+        with contextlib.suppress(ProcessLookupError):                    # whatever it left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_the_port_is_gradios_own_variable(monkeypatch):
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    assert webapp.server_port() == 7860
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
+    monkeypatch.setenv("PORT", "9999")
+    assert webapp.server_port() == 8123
+    for bad in ("http", "0", "70000", "-1"):
+        monkeypatch.setenv("GRADIO_SERVER_PORT", bad)
+        with pytest.raises(UsageError, match=f"GRADIO_SERVER_PORT='{bad}' is not a port: give a number from 1 to 65535"):
+            webapp.server_port()
+
+
+def test_a_model_trained_on_synthetic_data_is_said_to_be_on_the_page_and_at_start_up(served, space, run, tmp_path):
+    """The Space's model.pt carries its provenance (byte for byte the run's): the app warns on the
+    page, in the Space's README and in one line at start-up; a model.pt without provenance falls
+    back on space.json's source; a real-data model gets no warning."""
+    import weights
+    folder, _, loaded = served
+    found, _ = weights.provenance(weights.read_weights(str(folder / "model.pt"), ""))
+    assert found["source"] == "synthetic" and found["accuracy"] == run[1]["test_accuracy"]
+    says = "this model was trained on synthetic data: its answers say nothing about real images"
+    assert loaded.warning == says and f"**Warning: {says}.**" in webapp.about_text(loaded)
+    assert f"**Warning: {says}.**" in (space[0] / "README.md").read_text()
+    started = open(f"{folder}.stderr").read().splitlines()
+    assert [line for line in started if "warning" in line.lower()] == [f"warning: {folder / 'model.pt'}: {says}"]
+    copy = tmp_path / "space"
+    shutil.copytree(space[0], copy)
+    state = weights.read_weights(str(copy / "model.pt"), "")
+    torch.save(dict(state), copy / "model.pt")                          # as written before provenance was
+    assert webapp.Space(str(copy)).warning == says                       # space.json's source
+    torch.save(weights.with_provenance(dict(state), {**found, "source": "cifar10"}), copy / "model.pt")
+    about = json.loads((copy / "space.json").read_text())
+    (copy / "space.json").write_text(json.dumps({**about, "source": "cifar10"}))
+    real = webapp.Space(str(copy))
+    assert real.warning == "" and "Warning" not in webapp.about_text(real)
+
+
+def test_an_export_again_says_what_it_replaces(run, tmp_path, capsys):
+    folder = tmp_path / "space"
+    assert export.main([str(run[0]), str(folder)]) == 0
+    assert not capsys.readouterr().out.startswith("replaced")             # a new Space replaces nothing
+    about = json.loads((folder / "space.json").read_text())
+    assert about["run"] == run[0].name
+    assert export.main([str(run[0]), str(folder)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"replaced the earlier export in {folder}: run {run[0].name!r}, width 8, 2 epochs, "
+                     f"{about['accuracy']:.2f}% on {about['data']}, commit {about['commit'][:12]}; the same weights as "
+                     f"{run[0] / 'model.pt'}")
+    (folder / "model.pt").write_bytes(b"another model")                  # what the export replaces is read, not trusted
+    assert export.main([str(run[0]), str(folder)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(f"; other weights than {run[0] / 'model.pt'}")
+
+
+def test_a_grad_cam_map_that_is_zero_everywhere_is_captioned_in_words(loaded, space, monkeypatch):
+    image = Image.open(space[0] / "examples" / "5_dog.png")
+    _, shown = webapp.classify(loaded, image, top_k=2, cams=2)
+    assert not any("no evidence" in caption for _, caption in shown)
+    monkeypatch.setattr(predict, "gradcam_maps", lambda model, images, targets, layer: (
+        torch.zeros(len(images), 32, 32), (8, 8)))
+    _, shown = webapp.classify(loaded, image, top_k=2, cams=2)
+    assert all(caption.endswith(", no evidence at layer2 8x8") for _, caption in shown), shown
+    assert all(caption.endswith(", no evidence") for _, caption in webapp.misclassified(loaded, count=3))
