@@ -14,6 +14,7 @@ Every row of the table is measured in the same run on the same machine:
   5. peak memory.
 
     python bench.py --variants   # instead of rows 1-4: the variants of the step, side by side
+    python bench.py --torchrun   # instead: what torchrun costs a series here (docs/scaling.md)
 
 --variants times what a profile (docs/profile_gpu.py) may call for, each against today's step,
 in the same run: the recipe's training step (a) eager, as train.py runs it today; (b) with the
@@ -36,6 +37,13 @@ It answers: how much of the step the compile and CUDA graphs remove (the host's 
 profile measures), whether the optimizer's foreach matters, and which evaluation batch is
 fastest; and so how far each is from the goal of 24 epochs in 6 s. Dry run on the CPU: python bench.py --variants --device cpu --precision fp32 --width 8 --batch-size 64
 --compile-backend aot_eager --eval-images 512 --eval-batch-sizes 64,128,256
+
+--torchrun times one small series (synthetic data, given LRs) as `python train.py --seeds K` in
+one process, and under torchrun with 1 and 2 processes (the CPU's cores split between them), each
+command's wall clock from start to end, the median of --repeats; then the same commands once
+every run is finished (each run kept, nothing trained): start-up, rendezvous and reading the
+records, which is what torchrun adds to a series. On a CPU, two processes share the same cores,
+so they cannot finish a series sooner than one; on several GPUs each process has its own.
 
 Nothing here is a test: tests/ checks correctness, this file measures speed.
 """
@@ -420,6 +428,51 @@ def bench_eval_batch_sizes(rt, rows, batch_sizes=EVAL_BATCH_SIZES, n_images=10_0
 
 
 # ----------------------------------------------------------------------------------------------
+# 6. torchrun: the cost of spreading a series over processes
+
+# A series of small runs: synthetic data, given LRs (no range test), a couple of seconds a run on a CPU.
+SERIES = ["--synthetic", "--synthetic-train", "1024", "--synthetic-test", "256", "--width", "8", "--batch-size",
+          "128", "--epochs", "2", "--lr-max", "0.2", "--precision", "fp32", "--no-progress", "--no-plots"]
+
+
+def bench_torchrun(rows, runs, nprocs, repeats, device="auto"):
+    """Wall seconds of a series of `runs` runs (SERIES) as one process and under torchrun with
+    each of `nprocs` processes, the median of `repeats` (each in a fresh folder); then the same
+    commands over the finished series (every run kept): the start-up torchrun adds."""
+    import shutil
+    import statistics
+    import subprocess
+    import tempfile
+    root = os.path.dirname(os.path.abspath(__file__))
+    commands = {"python train.py (1 process)": [sys.executable, "train.py"]}
+    for n in nprocs:
+        commands[f"torchrun --nproc-per-node {n}"] = [sys.executable, "-m", "torch.distributed.run",
+                                                      "--nproc-per-node", str(n), "train.py"]
+    device = ["--device", "cpu" if device == "auto" and not torch.cuda.is_available() else device]
+    record, folder = {"runs": runs, "series": SERIES + device, "train": {}, "kept": {}}, tempfile.mkdtemp()
+    try:
+        for label, cmd in commands.items():
+            for phase in ("train", "kept"):
+                seconds = []
+                for i in range(repeats):
+                    out = os.path.join(folder, f"{len(record[phase])}-{i}")
+                    if phase == "train":
+                        shutil.rmtree(out, ignore_errors=True)
+                    t0 = time.perf_counter()
+                    done = subprocess.run([*cmd, *SERIES, *device, "--seeds", str(runs), "--out-dir", out], cwd=root,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                    seconds.append(time.perf_counter() - t0)
+                    if done.returncode:
+                        raise SystemExit(f"{label} failed: {done.stderr.strip().splitlines()[-1:]}")
+                record[phase][label] = seconds
+                what = f"{runs} runs trained" if phase == "train" else f"{runs} runs kept, none trained"
+                rows.append((f"series: {label}, {what}", f"{statistics.median(seconds):.1f} s",
+                             f"median of {repeats}: " + ", ".join(f"{s:.1f}" for s in seconds)))
+                print(rows[-1], flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"torchrun": record}
+
 
 def format_table(rows):
     """Rows of (row, result, detail) strings as aligned columns under a header."""
@@ -445,6 +498,10 @@ def main(argv=None):
     v.add_argument("--repeats", type=int, default=None, help="rounds, the best kept (default 3 on CUDA, 1 elsewhere)")
     v.add_argument("--compile-backend", default="inductor", help="torch.compile backend of (b) and (c): "
                    "inductor; aot_eager or eager for a quick check of the wiring on the CPU")
+    t = p.add_argument_group("torchrun (--torchrun: only these rows)")
+    t.add_argument("--torchrun", action="store_true", help="time a series in one process and under torchrun")
+    t.add_argument("--runs", type=int, default=4, help="runs of the series (--seeds)")
+    t.add_argument("--nproc", default="1,2", help="torchrun's --nproc-per-node values to time")
     v.add_argument("--eval-images", type=int, default=10_000)
     v.add_argument("--eval-batch-sizes", default=",".join(map(str, EVAL_BATCH_SIZES)))
     a = p.parse_args(argv)
@@ -461,6 +518,8 @@ def main(argv=None):
     record = {}
     if a.variants:
         record = run_variants(rt, a, rows)
+    elif a.torchrun:
+        record = bench_torchrun(rows, a.runs, [int(n) for n in a.nproc.split(",")], a.repeats or 3, a.device)
     else:
         run_default(rt, a, rows)
     rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
