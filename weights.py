@@ -1,11 +1,11 @@
-"""Torch files read back verified: the archive's checksums, tensors only, every value finite;
-and what a model.pt says of its training (its provenance).
+"""Torch files read back verified: the archive's checksums, tensors only, every value finite.
 
 The one place a torch file is read (a checkpoint, a model.pt, the data cache, a run's images.pt,
 a Space's gallery.pt): read_torch_file, torch.load(weights_only=True), so nothing in a file can
 run code, after the zip archive's CRC-32 checksums (which torch.load does not check: one flipped
 bit would load as a wrong weight). Inference needs only this module to read weights, so the web
-app ships it without the trainer's checkpoint machinery.
+app ships it without the trainer's checkpoint machinery. It also reads what a model.pt says of
+its training (its provenance, written by train.py inside the file).
 """
 import collections
 import math
