@@ -142,3 +142,13 @@ def interrupt_at_step():
     def arm(step):
         return interrupted_at("train", step + 1)
     return arm
+
+
+def cli_flags(overrides) -> list:
+    """train.py's command line for keyword overrides: {"epochs": 2, "plots": False} ->
+    ["--epochs", "2", "--no-plots"]."""
+    out = []
+    for k, v in overrides.items():
+        flag = "--" + k.replace("_", "-")
+        out += ([flag] if v else ["--no-" + k.replace("_", "-")]) if isinstance(v, bool) else [flag, str(v)]
+    return out

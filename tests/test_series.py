@@ -11,6 +11,7 @@ import pytest
 import series
 import settings
 import train
+from conftest import cli_flags
 from utils import Interrupted, UsageError
 
 # 2 steps per epoch, a 4-step range test: each run takes a few seconds on a CPU.
@@ -220,17 +221,9 @@ def test_a_kept_record_with_a_wrong_field_is_one_line_naming_it(tmp_path, field,
     record[field] = value
     metrics.write_text(json.dumps(record))
     capsys.readouterr()
-    code = settings.cli(train.main, train.Config, [*series_flags(TINY), "--sweep", "lr_max=0.1,0.2",
+    code = settings.cli(train.main, train.Config, [*cli_flags(TINY), "--sweep", "lr_max=0.1,0.2",
                                                    "--out-dir", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"error: {metrics}: not a record of a run as train.py writes it ({says}" in err
     assert not (out / "lr_max=0.2").exists() and json.loads(metrics.read_text())[field] == value
-
-
-def series_flags(overrides):
-    out = []
-    for k, v in overrides.items():
-        flag = "--" + k.replace("_", "-")
-        out += ([flag] if v else ["--no-" + k.replace("_", "-")]) if isinstance(v, bool) else [flag, str(v)]
-    return out

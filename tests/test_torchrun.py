@@ -19,20 +19,13 @@ import cluster
 import series
 import settings
 import train
+from conftest import cli_flags
 from utils import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A few seconds a run at one thread; long enough (24 steps) that a worker can be killed mid-run.
 TINY = dict(synthetic=True, synthetic_train=256, synthetic_test=64, width=4, batch_size=64, eval_batch_size=64,
             epochs=6, lr_test_iters=4, precision="fp32", device="cpu", progress=False, plots=False)
-
-
-def flags(overrides):
-    out = []
-    for k, v in overrides.items():
-        flag = "--" + k.replace("_", "-")
-        out += ([flag] if v else ["--no-" + k.replace("_", "-")]) if isinstance(v, bool) else [flag, str(v)]
-    return out
 
 
 def two_cores():
@@ -109,7 +102,7 @@ FOLDERS = [f"lr_max={p}/seed-{s}" for p in ("none", "1000000.0") for s in (0, 1)
 def test_two_processes_give_the_runs_of_one_process_bit_for_bit(reference, tmp_path):
     ref, ref_summary = reference
     out = tmp_path / "spread"
-    code, log = torchrun([*flags(TINY), "--seeds", "2", "--sweep", "lr_max=none,1e6", "--out-dir", str(out)],
+    code, log = torchrun([*cli_flags(TINY), "--seeds", "2", "--sweep", "lr_max=none,1e6", "--out-dir", str(out)],
                          "--nproc-per-node", "2")
     assert code == 0, log
     assert log.count("cpu, 1 thread(s) (2 processes share this machine's cores)") == 2
@@ -152,7 +145,7 @@ def kill_mid_run(proc, out):
 
 # The diverging point first: its two runs end at their first step, before the other point's runs,
 # one of which is killed in its middle. So when the killing is done, two runs have finished.
-DIVERGING_FIRST = [*flags(TINY), "--seeds", "2", "--sweep", "lr_max=1e6,none"]
+DIVERGING_FIRST = [*cli_flags(TINY), "--seeds", "2", "--sweep", "lr_max=1e6,none"]
 
 
 def by_folder(summary):
@@ -225,7 +218,7 @@ def two_machines(args, cwds):
 def test_two_machines_share_out_a_series_over_a_c10d_rendezvous(reference, tmp_path):
     ref, ref_summary = reference
     out = tmp_path / "two-machines"
-    ended = two_machines([*flags(TINY), "--seeds", "2", "--sweep", "lr_max=none,1e6", "--out-dir", str(out)],
+    ended = two_machines([*cli_flags(TINY), "--seeds", "2", "--sweep", "lr_max=none,1e6", "--out-dir", str(out)],
                          [tmp_path, tmp_path])
     assert [code for code, _ in ended] == [0, 0], ended
     log = "".join(out_ for _, out_ in ended)
@@ -239,7 +232,7 @@ def test_machines_that_do_not_share_the_output_folder_are_refused_before_any_run
     # The same relative --out-dir from two working folders: two folders, as on two machines' disks.
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    ended = two_machines([*flags(TINY), "--seeds", "2", "--out-dir", "series"], [tmp_path / "a", tmp_path / "b"])
+    ended = two_machines([*cli_flags(TINY), "--seeds", "2", "--out-dir", "series"], [tmp_path / "a", tmp_path / "b"])
     for code, log in ended:
         assert code != 0
         assert re.search(r"^error: --out-dir series is not shared: the processes on \S+ do not see the file", log, re.M)
@@ -306,7 +299,7 @@ def test_world_size_without_torchrun_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     for name in ("MASTER_ADDR", "MASTER_PORT", "RANK"):
         monkeypatch.delenv(name, raising=False)
-    code = settings.cli(train.main, train.Config, [*flags(TINY), "--seeds", "2", "--out-dir", str(tmp_path / "o")])
+    code = settings.cli(train.main, train.Config, [*cli_flags(TINY), "--seeds", "2", "--out-dir", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: WORLD_SIZE=2 says this process is one of "
                                                                   "torchrun's, but it cannot reach the others (")
