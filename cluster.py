@@ -29,8 +29,9 @@ POLL_SECONDS = 0.2           # how often a waiting process asks the store again
 
 @dataclass
 class Process:
-    """One of torchrun's processes. `attempt` counts torchrun's restarts of the group: the store
-    outlives a restart, so every key of an attempt carries it (`key`)."""
+    """One of torchrun's processes. `attempt` counts the starts of the group before this one
+    (torchrun's restarts): the store outlives a restart, so every key of an attempt carries it
+    (`key`)."""
     rank: int                    # 0 .. world_size - 1, over every machine
     world_size: int
     local_rank: int              # 0 .. local_world_size - 1 on this machine: its GPU
@@ -46,16 +47,12 @@ class Process:
     def name(self) -> str:
         return f"rank {self.rank} of {self.world_size} ({self.host})"
 
-    def wait_for_all(self, name, timeout_seconds=None):
+    def wait_for_all(self, name):
         """Add one to the counter `name` and wait until every process has (a barrier through the
-        store, with no timeout by default: the others may be in the middle of a long run)."""
+        store, with no timeout: the others may be in the middle of a long run)."""
         key = self.key(name)
         count = self.store.add(key, 1)
-        start = time.monotonic()
         while count < self.world_size:
-            if timeout_seconds is not None and time.monotonic() - start > timeout_seconds:
-                raise UsageError(f"{self.name}: waited {timeout_seconds:.0f} s for the other processes "
-                                 f"({count} of {self.world_size} arrived); is every torchrun started?")
             time.sleep(POLL_SECONDS)
             count = self.store.add(key, 0)
 
@@ -78,17 +75,23 @@ def join() -> Process:
         raise UsageError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} says this process is one of torchrun's, but "
                          f"it cannot reach the others ({utils.first_line(e)}): start the series with torchrun, "
                          "or unset WORLD_SIZE to run it in one process") from None
+    # The attempt: how many times a process of this rank has started before, from the store. Every
+    # rank starts once per start of the group, so all agree; TORCHELASTIC_RESTART_COUNT does not
+    # do here: each machine's launcher counts only the restarts its own workers' failures caused.
+    attempt = store.add(f"series/starts/rank-{rank}", 1) - 1
     return Process(rank=rank, world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
                    local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")), host=socket.gethostname(),
-                   attempt=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")), store=store)
+                   attempt=attempt, store=store)
 
 
 def device_for(proc: Process, device: str) -> str:
     """The device of this process: the GPU numbered by its local rank where the runs go to CUDA
-    (--device auto or cuda), else the one asked for. More processes on this machine than GPUs is
+    (--device auto or cuda), else the one asked for (auto: MPS or the CPU). More processes on this machine than GPUs is
     refused by every process, before any run starts. --device cuda:N puts every process on GPU N
     (several processes sharing one large GPU)."""
     wants_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "auto" and not wants_cuda:          # as utils.pick_runtime would choose: MPS, else the CPU
+        return "mps" if torch.backends.mps.is_available() else "cpu"
     if not wants_cuda:
         return device
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -117,13 +120,13 @@ def check_shared_folder(proc: Process, folder: str):
     the others (and a restart) that the run exists. Rank 0 writes a file there with a fresh token;
     each process says through the store whether it reads the same token; a process that does not
     (another machine's disk) makes every process refuse, in one line naming the machines."""
-    marker = os.path.join(folder, f".shared-check-{proc.attempt}")
     if proc.rank == 0:
-        token = uuid.uuid4().hex
-        with open(marker, "w") as f:
+        token = uuid.uuid4().hex                      # in the file's name too: no other series' file
+        with open(os.path.join(folder, f".shared-check-{token}"), "w") as f:
             f.write(token)
         proc.store.set(proc.key("folder-token"), token)
     token = proc.store.get(proc.key("folder-token")).decode()
+    marker = os.path.join(folder, f".shared-check-{token}")
     try:
         with open(marker) as f:
             sees = f.read().strip() == token

@@ -161,9 +161,9 @@ def format_table(summary) -> str:
     for r in summary["runs"]:
         correct = "-" if r["test_correct"] is None else f"{r['test_correct']}/{r['test_n']}"
         lines.append((f"{r['point']:<{width}} " if width else "")
-                     + f"{r['seed']:>6} {_num(r['test_accuracy'], '8.2f')}% {correct:>12} "
-                     f"{_num(r['lr_min'], '9.4g')} {_num(r['lr_max'], '9.4g')} "
-                     f"{_num(r['train_seconds'], '8.1f')}  {r['status']}")
+                     + f"{r['seed']:>6} {_num(r['test_accuracy'], '.2f') + ('%' if r['test_accuracy'] is not None else ''):>9} "
+                     f"{correct:>12} {_num(r['lr_min'], '.4g'):>9} {_num(r['lr_max'], '.4g'):>9} "
+                     f"{_num(r['train_seconds'], '.1f'):>8}  {r['status']}")
     if summary.get("points"):
         lines.append(f"{split} accuracy per point, best mean first ({summary['runs_finished']} of "
                      f"{summary['runs_planned']} planned runs finished; std: sample):")
@@ -298,7 +298,7 @@ def plot_points(summary, done, path=None):
 # The plan: a grid of settings (--sweep) times the seeds, one folder a run
 
 # What the series itself decides for each of its runs: never swept.
-NOT_SWEPT = ("seed", "seeds", "sweep", "out_dir", "resume", "overwrite")
+NOT_SWEPT = ("seed", "seeds", "sweep", "out_dir", "resume", "overwrite", "device")
 TRUE, FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 
 
@@ -330,6 +330,9 @@ def parse_sweep(text, config_class) -> list:
     axes = {}
     for word in text.split():
         name, _, values = word.partition("=")
+        if "=" not in word:
+            raise UsageError(f"--sweep {word}: not NAME=VALUE,VALUE,... (no spaces inside one --sweep: "
+                             "--sweep lr_max=0.1,0.2)")
         if name not in fields or name in NOT_SWEPT:
             why = ("a series sets it for each run" if name in NOT_SWEPT else
                    "valid settings: " + ", ".join(k for k in fields if k not in NOT_SWEPT))
@@ -338,8 +341,10 @@ def parse_sweep(text, config_class) -> list:
             raise UsageError(f"--sweep {word}: {name} is swept twice; give all its values in one --sweep")
         if not values:
             raise UsageError(f"--sweep {word}: no values; write it as {name}=VALUE,VALUE,...")
+        if "" in values.split(","):
+            raise UsageError(f"--sweep {word}: an empty value (no spaces inside one --sweep: --sweep {name}=V1,V2)")
         typed = [sweep_value(name, fields[name].type, v) for v in values.split(",")]
-        if len(set(map(repr, typed))) < len(typed):
+        if len(set(typed)) < len(typed):                  # by value: 0.1 and 0.10, 0.0 and -0.0
             raise UsageError(f"--sweep {word}: a value is repeated")
         axes[name] = typed
     return [dict(zip(axes, combination)) for combination in itertools.product(*axes.values())]
@@ -368,21 +373,26 @@ def sweep_value(name, kind, text):
 
 
 def point_name(settings: dict) -> str:
-    """A point's folder: its settings as --sweep writes them, "lr_max=0.1,label_smoothing=0.0";
-    "default" for a point that changes nothing (a list of points with the recipe as its baseline)."""
+    """A point's folder: its settings as --sweep writes them, in alphabetical order (so the order
+    of the --sweep flags does not matter), "label_smoothing=0.0,lr_max=0.1"; "default" for a point
+    that changes nothing (a list of points with the recipe as its baseline)."""
     def text(v):
         return "none" if v is None else str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) \
             else str(v).replace(os.sep, "-")
-    return ",".join(f"{k}={text(v)}" for k, v in settings.items()) or "default"
+    return ",".join(f"{k}={text(v)}" for k, v in sorted(settings.items())) or "default"
 
 
 def plan(cfg, config_class, points=None) -> list:
     """Every run of the series, each with its train.Config, checked now: the points of cfg.sweep,
     or the given `points` (a list of dicts of settings: the arms of an experiment), or one point,
     the settings as given; times the seeds cfg.seed .. cfg.seed + cfg.seeds - 1."""
+    base = cfg.keywords()         # what was asked for; peak_epoch only if given (else 5/24 of each point's epochs)
     if points is None and cfg.sweep:
         points = parse_sweep(cfg.sweep, config_class)
-    base = cfg.keywords()         # what was asked for; peak_epoch only if given (else 5/24 of each point's epochs)
+        both = sorted(set(points[0]) & set(base))
+        if both:
+            raise UsageError(f"{both[0]} is given (--{both[0].replace('_', '-')} {base[both[0]]}) and swept "
+                             f"(--sweep {both[0]}=...): give it one way")
     runs = []
     for settings in points or [{}]:
         point = point_name(settings) if points else ""
@@ -408,10 +418,13 @@ def run_series(cfg, config_class, train, points=None) -> dict:
     <out_dir>/summary.json (a table per point of a sweep), a table on the screen, accuracies.png
     and README.md. Returns the summary.
 
-    In one process the runs go in order. Under torchrun each process claims the next run from
-    the store (cluster.claims) until none is left; rank 0 writes the summary once every process
-    has ended. summary.json is rewritten after every run from the runs' own records, so an
-    interrupted series leaves the finished runs' statistics; the same command continues it: a
+    The runs go seed by seed (every point's seed 0, then every point's seed 1, ...), so a series
+    cut short stays balanced between points. In one process they go in that order; under torchrun
+    each process claims the next run from the store (cluster.claims) until none is left, and rank 0
+    writes the report once every process has ended. summary.json is rewritten after every run
+    from the runs' own records (by the process that ran it: while the series runs it may lag a
+    run behind another process's), so an interrupted series leaves the finished runs'
+    statistics; the same command continues it: a
     finished run (metrics.json complete, or diverged: a failure of the recipe that would repeat)
     is kept, an interrupted one continues from its last checkpoint, the rest run.
     """
@@ -446,16 +459,16 @@ def run_series(cfg, config_class, train, points=None) -> dict:
         return summary
     if proc is None or proc.rank == 0:       # at once: the folder holds a series from its first run on
         write_summary()
+    order = sorted(range(len(runs)), key=lambda i: (runs[i].seed, i))       # seed by seed
     for i in cluster.claims(proc, len(runs)):
-        run = runs[i]
+        run = runs[order[i]]
         record = earlier_run(run.folder, run.cfg)
         if record and record["status"] in ("complete", "diverged"):
             print(f"=== {run.title}: kept the finished run in {run.folder} ({record['status']})")
             kept.append(run.name)
         else:
             print(f"=== {run.title} (run {i + 1} of {len(runs)}) in {run.folder}" + (f" on {proc.name}" if proc else ""))
-            done = len(finished_rows(runs, known))
-            run_in_series(train, config_class, run.cfg, record, f"{done} of {len(runs)}")
+            run_in_series(train, config_class, run.cfg, record, lambda: f"{len(finished_rows(runs, known))} of {len(runs)}")
             trained.append(run.name)
         write_summary()
     if proc is not None:
@@ -476,15 +489,20 @@ def run_series(cfg, config_class, train, points=None) -> dict:
 
 def on_this_process(proc, runs) -> list:
     """The runs with this process's device (its GPU, or the CPU with its share of the cores),
-    said in one line; refused before any run when the machine lacks the devices."""
+    said in one line; refused before any run when the machine lacks the devices. No progress bar
+    where several processes share this machine's terminal."""
     device = cluster.device_for(proc, runs[0].cfg.device)
     where = device
     if device == "cpu":
         n = proc.local_world_size
         where = f"cpu, {cluster.split_threads(proc)} thread(s)" + (f" ({n} processes share this machine's cores)"
                                                                      if n > 1 else " (this machine's cores)")
-    print(f"{proc.name}: {where}", flush=True)
-    return [dataclasses.replace(r, cfg=dataclasses.replace(r.cfg, device=device)) for r in runs]
+    # Several processes' progress bars on one terminal overwrite each other: the course's line
+    # once an epoch instead (progress, like device, is a setting a resumed run may change).
+    progress = runs[0].cfg.progress and proc.local_world_size == 1
+    print(f"{proc.name}: {where}" + ("" if progress == runs[0].cfg.progress else "; no progress bar, a line an epoch"),
+          flush=True)
+    return [dataclasses.replace(r, cfg=dataclasses.replace(r.cfg, device=device, progress=progress)) for r in runs]
 
 
 def finished_rows(runs, known) -> list:
@@ -519,7 +537,8 @@ def earlier_run(folder, cfg):
 
 def run_in_series(train, config_class, cfg, record, finished):
     """One run of the series: continued from its checkpoint when an earlier attempt left one.
-    A diverged run is returned as such (its metrics.json says so); Ctrl-C stops the series."""
+    A diverged run is returned as such (its metrics.json says so); Ctrl-C stops the series, saying
+    how many runs had finished (finished(), in words)."""
     overrides = dataclasses.asdict(cfg)
     path = os.path.join(cfg.out_dir, "checkpoint.pt")
     if record and os.path.isfile(path):
@@ -533,5 +552,5 @@ def run_in_series(train, config_class, cfg, record, finished):
             return json.load(f)
     except (Interrupted, KeyboardInterrupt) as e:
         stop = type(e) if isinstance(e, Interrupted) else Interrupted          # SIGTERM keeps its status
-        raise stop(f"interrupted; {finished} runs of the series were finished and are kept. Run the same "
+        raise stop(f"interrupted; {finished()} runs of the series were finished and are kept. Run the same "
                    "command again to continue (this run from its last checkpoint, if it has one)") from None

@@ -217,15 +217,22 @@ def cli(main, config_class, argv=None) -> int:
     """Run main(**flags) for the command line `argv` (sys.argv by default); one line on stderr
     and the error's exit status for every mistake a user can make (see utils.UsageError)."""
     overrides = config_class.parse_args(sys.argv[1:] if argv is None else argv)
+    return in_one_line(lambda: main(**overrides), config_class)
+
+
+def in_one_line(run, config_class=None) -> int:
+    """run(), then 0; or, for a mistake a user can make (utils.UsageError) or Ctrl-C, one line on
+    stderr, in the command line's words when config_class (train.Config) is given, and the
+    error's exit status. For every command that runs the recipe (train.py, the experiments)."""
     try:
-        main(**overrides)
+        run()
     except KeyboardInterrupt:            # outside a run: while checking settings or loading data
         print("interrupted; no training epoch was in progress", file=sys.stderr)
         return Interrupted.exit_code
     except UsageError as e:
         label = "interrupted" if isinstance(e, Interrupted) else "error"
-        message = for_command_line(str(e).removeprefix("interrupted; "), config_class)
-        print(f"{label}: {message}", file=sys.stderr)
+        message = str(e).removeprefix("interrupted; ")
+        print(f"{label}: {for_command_line(message, config_class) if config_class else message}", file=sys.stderr)
         return e.exit_code
     return 0
 

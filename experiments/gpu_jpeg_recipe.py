@@ -30,6 +30,7 @@ import json
 import sys
 
 import series
+import settings
 import train
 
 # Arms: each a dict of train.py settings; the first is the baseline of the paired differences.
@@ -61,11 +62,15 @@ def main(argv=None):
     p.add_argument("--set", default="{}", help="JSON settings for every run (smoke tests: tiny settings)")
     args = p.parse_args(argv)
     arms, seeds = PLANS[args.plan]
+    try:
+        overrides = json.loads(args.set)
+        assert isinstance(overrides, dict)
+    except (ValueError, AssertionError):
+        p.error(f"--set {args.set!r}: give a JSON object of train.py settings, such as '{{\"width\": 32}}'")
     cfg = train.Config.from_keywords({"data_dir": args.data_dir, "download": False, "progress": False,
-                                      "plots": False, **json.loads(args.set), "seeds": args.seeds or seeds,
-                                      "out_dir": args.out})
+                                      "plots": False, **overrides, "seeds": args.seeds or seeds, "out_dir": args.out})
     return series.run_series(cfg, train.Config, train.train, points=arms)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(settings.in_one_line(main, train.Config))     # a mistake, a refused folder, SIGTERM: one line

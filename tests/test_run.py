@@ -575,7 +575,8 @@ def test_seeds_run_the_recipe_once_per_seed_in_its_own_folder(tmp_path):
 @wires("sweep")
 def test_a_sweep_reaches_each_run_as_its_setting(tmp_path):
     """Each point's value is the run's own: the weights model.pt holds are of the swept width."""
-    summary = train.main(**{**ONE_EPOCH, "width": 4}, sweep="width=2,6", out_dir=str(tmp_path))
+    summary = train.main(**{k: v for k, v in ONE_EPOCH.items() if k != "width"}, sweep="width=2,6",
+                         out_dir=str(tmp_path))
     for width in (2, 6):
         folder = tmp_path / f"width={width}" / "seed-0"
         weights = torch.load(folder / "model.pt", weights_only=True)

@@ -132,19 +132,26 @@ def running_pid(out):
     return None
 
 
+def finished_folders(out):
+    return sorted(m.parent for m in out.glob("**/seed-*/metrics.json")
+                  if json.loads(m.read_text())["status"] in ("complete", "diverged"))
+
+
 def kill_mid_run(proc, out):
+    """SIGKILL a worker in the middle of a run, once another run has finished; (its run's folder,
+    the folders of the runs finished then)."""
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        found = running_pid(out)
-        if found:
+        found, finished = running_pid(out), finished_folders(out)
+        if found and finished:
             os.kill(found[0], signal.SIGKILL)
-            return found[1]
+            return found[1], finished
         time.sleep(0.02)
     pytest.fail("no run was caught in the middle")
 
 
-# The diverging point first: its two runs end at their first step, before the other point's runs,
-# one of which is killed in its middle. So when the killing is done, two runs have finished.
+# The diverging point first: the first run claimed diverges at its first step, before any run of
+# the other point is killed in its middle, so a run has finished when the killing is done.
 DIVERGING_FIRST = [*cli_flags(TINY), "--seeds", "2", "--sweep", "lr_max=1e6,none"]
 
 
@@ -153,11 +160,12 @@ def by_folder(summary):
 
 
 def kept_and_resumed(log, out, killed):
-    """The two diverged runs were kept, not run again; the killed run resumed from its checkpoint."""
-    for seed in (0, 1):
-        assert f"kept the finished run in {out / 'lr_max=1000000.0' / f'seed-{seed}'} (diverged)" in log
-    assert f"resumed from {killed / 'checkpoint.pt'}" in log
-    assert killed.parent.name == "lr_max=none"
+    """The runs finished before the kill were kept, not run again; the killed run resumed from its
+    checkpoint. killed: what kill_mid_run returned."""
+    folder, finished = killed
+    assert finished and all(f"kept the finished run in {f} (" in log for f in finished), finished
+    assert f"resumed from {folder / 'checkpoint.pt'}" in log
+    assert folder.parent.name == "lr_max=none"
 
 
 def test_a_worker_killed_mid_run_is_restarted_and_the_series_ends_as_if_it_had_not_been(reference, tmp_path):
@@ -179,9 +187,10 @@ def test_everything_killed_then_the_same_command_continues_the_series(reference,
     args = [*DIVERGING_FIRST, "--out-dir", str(out)]
     proc = torchrun(args, "--nproc-per-node", "2", wait=False)
     workers = []
-    while not workers and proc.poll() is None:          # torchrun's workers: children of its agent
+    while len(workers) < 2 and proc.poll() is None:     # torchrun's two workers: children of its agent
         with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
             workers = [int(p) for p in f.read().split()]
+        time.sleep(0.02)
     killed = kill_mid_run(proc, out)
     for pid in [proc.pid, *workers]:                    # the workers run in sessions of their own
         try:
@@ -189,7 +198,7 @@ def test_everything_killed_then_the_same_command_continues_the_series(reference,
         except ProcessLookupError:
             pass
     proc.communicate(timeout=60)
-    assert json.loads((killed / "metrics.json").read_text())["status"] == "running"     # cut, not ended
+    assert json.loads((killed[0] / "metrics.json").read_text())["status"] == "running"  # cut, not ended
     code, log = torchrun(args, "--nproc-per-node", "2")
     assert code == 0, log
     kept_and_resumed(log, out, killed)
@@ -203,16 +212,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def two_machines(args, cwds):
+def two_machines(args, cwds, *launcher, during=None):
     """Two torchrun launchers, as two machines of one job: --nnodes 2, one process each, meeting
     at a c10d rendezvous on 127.0.0.1, each on a core of its own (so each process runs one
-    thread, as the reference does). Returns [(exit code, output)] of each."""
+    thread, as the reference does); during(launchers) is called while they run. Returns
+    [(exit code, output)] of each."""
     launcher = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "series-test"]
+                "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "series-test", *launcher]
     cores = sorted(two_cores())
     procs = [torchrun(args, *launcher, cwd=cwd, wait=False, cores={cores[i % len(cores)]})
              for i, cwd in enumerate(cwds)]
-    return [(p.communicate(timeout=300)[0], p.returncode)[::-1] for p in procs]
+    if during:
+        during(procs)
+    return [(p.communicate(timeout=120)[0], p.returncode)[::-1] for p in procs]
 
 
 def test_two_machines_share_out_a_series_over_a_c10d_rendezvous(reference, tmp_path):
@@ -226,6 +238,21 @@ def test_two_machines_share_out_a_series_over_a_c10d_rendezvous(reference, tmp_p
     assert set(by_rank) == {0, 1} and sorted(sum(by_rank.values(), [])) == sorted(FOLDERS)
     same_runs(ref, out, FOLDERS)
     assert accuracy_table(json.loads((out / "summary.json").read_text())) == accuracy_table(ref_summary)
+
+
+def test_a_worker_killed_on_one_of_two_machines_is_restarted_with_the_other(reference, tmp_path):
+    """Across machines the launchers count their restarts apart (only the one whose worker died
+    counts one), so the processes agree on the attempt through the store, not through
+    TORCHELASTIC_RESTART_COUNT."""
+    ref, ref_summary = reference
+    out = tmp_path / "two-machines-killed"
+    killed = []
+    ended = two_machines([*DIVERGING_FIRST, "--out-dir", str(out)], [tmp_path, tmp_path], "--max-restarts", "1",
+                         during=lambda procs: killed.append(kill_mid_run(procs[0], out)))
+    assert [code for code, _ in ended] == [0, 0], ended
+    kept_and_resumed("".join(log for _, log in ended), out, killed[0])
+    same_runs(ref, out, FOLDERS)
+    assert by_folder(json.loads((out / "summary.json").read_text())) == by_folder(ref_summary)
 
 
 def test_machines_that_do_not_share_the_output_folder_are_refused_before_any_run(tmp_path):
@@ -269,7 +296,7 @@ def test_a_process_with_no_run_left_says_so_and_ends_cleanly(tmp_path, monkeypat
     out.mkdir()
     proc = simulated(1, 2, local_world_size=1)
     proc.store.set(proc.key("folder-token"), "token")         # rank 0's share: its token and its end
-    (out / ".shared-check-0").write_text("token")
+    (out / ".shared-check-token").write_text("token")
     proc.store.set(proc.key("folder-seen/0"), "yes")
     proc.store.add(proc.key("next-run"), 1)                   # rank 0 took the one run
     proc.store.add(proc.key("ended"), 1)
@@ -336,9 +363,9 @@ def test_a_sweep_runs_the_grid_in_folders_named_for_its_settings_with_a_table_pe
     out = tmp_path / "sweep"
     quick = {**TINY, "epochs": 2}
     summary = train.main(**quick, seeds=2, sweep="lr_max=0.05,0.5 label_smoothing=0,0.2", out_dir=str(out))
-    points = ["lr_max=0.05,label_smoothing=0.0", "lr_max=0.05,label_smoothing=0.2",
-              "lr_max=0.5,label_smoothing=0.0", "lr_max=0.5,label_smoothing=0.2"]
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == points
+    points = ["label_smoothing=0.0,lr_max=0.05", "label_smoothing=0.2,lr_max=0.05",
+              "label_smoothing=0.0,lr_max=0.5", "label_smoothing=0.2,lr_max=0.5"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(points)
     for point in points:
         assert sorted(p.name for p in (out / point).iterdir()) == ["seed-0", "seed-1"]
         record = json.loads((out / point / "seed-1" / "metrics.json").read_text())
@@ -348,7 +375,7 @@ def test_a_sweep_runs_the_grid_in_folders_named_for_its_settings_with_a_table_pe
         assert record["lr_source"].startswith("lr_max given")
     # The table: n, mean, sample std, min and max of each point's runs, sorted by mean.
     table = summary["points"]
-    assert sorted(t["point"] for t in table) == points
+    assert sorted(t["point"] for t in table) == sorted(points)
     means = [t["test_accuracy"]["mean"] for t in table]
     assert means == sorted(means, reverse=True)
     for t in table:
@@ -384,8 +411,16 @@ def test_the_sweep_flag_repeats_and_its_mistakes_are_one_line(tmp_path, capsys):
                         ("lr_max=0.1,0.10", "a value is repeated"),
                         ("lr_max=", "no values"),
                         ("lr_max=0.1 lr_max=0.2", "lr_max is swept twice"),
-                        ("momentum=0.9,1.5", "--sweep point momentum=1.5: momentum must lie in [0, 1)")]:
-        code = settings.cli(train.main, train.Config, ["--synthetic", "--sweep", *sweep.split(" --sweep "),
+                        ("momentum=0.9,1.5", "--sweep point momentum=1.5: momentum must lie in [0, 1)"),
+                        ("lr_max=0.0,-0.0", "a value is repeated"),
+                        ("device=cpu,cuda", "'device' cannot be swept (a series sets it for each run)"),
+                        ("lr_max=0.1, 0.2", "an empty value (no spaces inside one --sweep"),
+                        ("lr_max", "not NAME=VALUE,VALUE,..."),
+                        ("epochs=2,3 --epochs 4", "epochs is given (--epochs 4) and swept (--sweep epochs=...)"),
+                        ("data_dir=a/b,a-b", "two points would share a folder")]:
+        words = sweep.split(" --epochs ")
+        code = settings.cli(train.main, train.Config, ["--synthetic", "--sweep", *words[0].split(" --sweep "),
+                                                       *(["--epochs", words[1]] if len(words) > 1 else []),
                                                        "--out-dir", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert code == 2 and says in err and err.count("\n") == 1, (sweep, err)
