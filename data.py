@@ -22,7 +22,7 @@ import torch
 
 from custom_resnet import CIFAR10_MEAN, CIFAR10_STD, CLASSES   # the network's input and classes
 from utils import UsageError, atomic_torch_save, first_line
-from weights import read_torch_file
+from weights import is_class_names, read_torch_file
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"   # the official archive's MD5
@@ -266,8 +266,7 @@ def read_cache(path, files):
     try:
         d = read_torch_file(path, "cache", "")
         ok = (isinstance(d, dict) and d.get("files") == files and d.get("eval_split") in ("test", "validation")
-              and isinstance(d.get("classes"), list) and len(d["classes"]) == 10
-              and all(isinstance(c, str) for c in d["classes"]))
+              and is_class_names(d.get("classes")))
         for x, y in ((d["train_images"], d["train_labels"]), (d["test_images"], d["test_labels"])) if ok else ():
             ok = ok and (x.dtype == torch.uint8 and x.dim() == 4 and tuple(x.shape[1:]) == (3, 32, 32)
                          and y.dtype == torch.int64 and y.shape == (len(x),)

@@ -139,24 +139,35 @@ def with_provenance(state, provenance) -> collections.OrderedDict:
     return out
 
 
-def _count(v, low=0) -> bool:
+def is_number(v, low=-math.inf, high=math.inf) -> bool:
+    """A finite int or float in low..high (True, NaN and "3" are not numbers here): a field of a
+    record or a provenance read back from a file."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+
+
+def is_count(v, low=0) -> bool:
+    """An int (not a bool) of at least `low`."""
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def is_class_names(v) -> bool:
+    """A list of the 10 class names, as a file of this project records them."""
+    return isinstance(v, list) and len(v) == 10 and all(isinstance(c, str) for c in v)
 
 
 # Each field of a provenance: (what it must be, its check).
 PROVENANCE_FIELDS = {
     "format": (PROVENANCE_FORMAT, lambda v: v == PROVENANCE_FORMAT),
     "source": ("cifar10 or synthetic", lambda v: v in ("cifar10", "synthetic")),
-    "train_images": ("a count", _count),
+    "train_images": ("a count", is_count),
     "split": ("test or validation", lambda v: v in ("test", "validation")),
     "accuracy": ("a percentage", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                  and math.isfinite(v) and 0 <= v <= 100),
-    "correct": ("a count", _count),
-    "n": ("a count of at least 1", lambda v: _count(v, 1)),
-    "width": ("a width of at least 1", lambda v: _count(v, 1)),
-    "epochs": ("a count", _count),
-    "classes": ("the names of the 10 outputs", lambda v: isinstance(v, list) and len(v) == 10
-                and all(isinstance(c, str) for c in v)),
+    "correct": ("a count", is_count),
+    "n": ("a count of at least 1", lambda v: is_count(v, 1)),
+    "width": ("a width of at least 1", lambda v: is_count(v, 1)),
+    "epochs": ("a count", is_count),
+    "classes": ("the names of the 10 outputs", is_class_names),
     "commit": ("a git commit or null", lambda v: v is None or isinstance(v, str)),
 }
 
@@ -222,8 +233,7 @@ def read_images(path, sections, advice, label=None) -> dict:
     the fields of IMAGE_FIELDS, all of one length. UsageError naming the field otherwise."""
     label = label or path
     found = read_torch_file(path, "file of images", advice, label)
-    classes = found.get("classes") if isinstance(found, dict) else None
-    if not (isinstance(classes, list) and len(classes) == 10 and all(isinstance(c, str) for c in classes)):
+    if not is_class_names(found.get("classes") if isinstance(found, dict) else None):
         raise UsageError(f"{label}: not a file of labelled images (no list of 10 class names); {advice}")
     for section, fields in sections.items():
         part = found.get(section) if section else found

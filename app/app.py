@@ -19,7 +19,6 @@ the training code, downloads nothing and runs on a CPU. The functions below work
 which is imported by `build` alone, so they are tested directly.
 """
 import json
-import math
 import os
 import sys
 
@@ -76,7 +75,7 @@ def read_about(path, advice) -> dict:
     if not isinstance(about, dict):
         raise UsageError(f"{path}: a JSON {type(about).__name__}, not the object the export writes; {advice}")
     accuracy = about.get("accuracy")
-    if not (_number(accuracy) and 0 <= accuracy <= 100):
+    if not (weights.is_number(accuracy) and 0 <= accuracy <= 100):
         raise UsageError(f"{path}: its 'accuracy' is not a percentage from 0 to 100; {advice}")
     if not isinstance(about.get("data"), str):
         raise UsageError(f"{path}: its 'data' (what the accuracy was measured on) is not a text; {advice}")
@@ -95,20 +94,15 @@ def layer_choices() -> list:
     return [(label(n), n) for n in stages]
 
 
-def _number(value) -> bool:
-    """Whether value is a finite int or float (True, NaN and "3" are not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _whole(value, low, high) -> bool:
     """Whether value is a whole number in low..high (True, NaN and "3" are not)."""
-    return _number(value) and int(value) == value and low <= value <= high
+    return weights.is_number(value) and int(value) == value and low <= value <= high
 
 
 def _check(top_k, opacity, layer):
     if not _whole(top_k, 1, 10):
         raise UsageError(f"the number of top classes must be a whole number from 1 to 10, got {top_k!r}")
-    if not _number(opacity) or not 0 <= opacity <= 1:
+    if not weights.is_number(opacity) or not 0 <= opacity <= 1:
         raise UsageError(f"the opacity must lie between 0 and 1, got {opacity!r}")
     if layer not in STAGES:
         raise UsageError(f"Grad-CAM is offered at {', '.join(STAGES)}, not at {layer!r}")
@@ -183,7 +177,7 @@ def misclassified(space, show=True, count=10, show_cam=True, layer="layer2", opa
 
 def about_text(space) -> str:
     a = space.about
-    return (f"### CIFAR-10 custom ResNet: what does it see?\n\n"
+    return ("### CIFAR-10 custom ResNet: what does it see?\n\n"
             + (f"**Warning: {space.warning}.**\n\n" if space.warning else "") +
             f"This model reached **{a['accuracy']:.2f}%** on {a['data']}. It knows only CIFAR-10's 10 classes "
             f"({', '.join(CLASSES)}) at 32x32 pixels: a photo is cut to its central square and shrunk to 32x32 "

@@ -1,6 +1,5 @@
 """series.py: a series of runs over seeds (train.py --seeds N): its statistics against hand
 computation, the series end to end, its resume after an interruption, and the mistakes it refuses."""
-import dataclasses
 import json
 import math
 import re
