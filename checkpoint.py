@@ -14,6 +14,7 @@ whole, a metrics.json that says why, and one line that says how to go on (`Run._
 import collections
 import dataclasses
 import errno
+import glob
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import lr_finder
 import utils
 from custom_resnet import CLASSES
 from utils import Diverged, Interrupted, Terminated, UsageError, WriteFailed
-from weights import FORMAT, first_non_finite, read_torch_file, with_provenance
+from weights import FORMAT, first_non_finite, is_count, is_number, read_torch_file, with_provenance
 
 try:
     import fcntl                     # POSIX: the folder lock; Windows runs without one
@@ -94,18 +95,9 @@ def read_checkpoint(path, label=None, advice="give the checkpoint.pt of an earli
     return ckpt
 
 
-def _number(v, low=-math.inf, high=math.inf) -> bool:
-    """A finite int or float in low..high (True and NaN are not numbers here)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
-
-
-def _count(v, low=0) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
 def _epoch_ok(entry) -> bool:
     """A history entry with the numbers of an epoch (HISTORY), every one finite."""
-    return isinstance(entry, dict) and all(_number(entry.get(k)) for k in HISTORY)
+    return isinstance(entry, dict) and all(is_number(entry.get(k)) for k in HISTORY)
 
 
 def restore(ckpt, learner, loader, path):
@@ -148,29 +140,29 @@ def record_problem(record) -> str:
                 and [e["epoch"] for e in h] == list(range(1, len(h) + 1)))
     fields = [
         ("status", lambda v: v in STATUSES, "one of " + ", ".join(STATUSES)),
-        ("config", lambda v: isinstance(v, dict) and _count(v.get("width"), 1), "the run's settings, with its width"),
+        ("config", lambda v: isinstance(v, dict) and is_count(v.get("width"), 1), "the run's settings, with its width"),
         ("history", history_ok, "a list of epochs 1, 2, ..., each with the numbers " + ", ".join(HISTORY)),
         ("data", lambda v: (v is None and not complete) or isinstance(v, dict)
-         and v.get("source") in ("cifar10", "synthetic") and _count(v.get("train_images"))
-         and _count(v.get("test_images"), 1) and v.get("eval_split", "test") in ("test", "validation"),
+         and v.get("source") in ("cifar10", "synthetic") and is_count(v.get("train_images"))
+         and is_count(v.get("test_images"), 1) and v.get("eval_split", "test") in ("test", "validation"),
          "its data: source cifar10 or synthetic, train_images, test_images, eval_split test or validation"),
         ("runtime", lambda v: (v is None and not complete) or isinstance(v, dict)
          and all(isinstance(v.get(k), str) for k in ("device", "precision", "torch"))
-         and (isinstance(v.get("gpu"), str) or isinstance(v.get("cpu"), str) and _count(v.get("cpu_threads"), 1)),
+         and (isinstance(v.get("gpu"), str) or isinstance(v.get("cpu"), str) and is_count(v.get("cpu_threads"), 1)),
          "its device, precision, torch, and GPU or CPU"),
-        ("timings", lambda v: v is None or isinstance(v, dict) and all(t is None or _number(t, 0) for t in v.values()),
+        ("timings", lambda v: v is None or isinstance(v, dict) and all(t is None or is_number(t, 0) for t in v.values()),
          "seconds, each a number >= 0"),
         ("code", lambda v: v is None or isinstance(v, dict) and isinstance(v.get("git_commit"), (str, type(None))),
          "its git commit")]
     if complete or "lr_max" in record:
-        fields += [("lr_min", lambda v: _number(v) and v > 0, "a number > 0"),
-                   ("lr_max", lambda v: _number(v) and v >= record["lr_min"], "a number >= lr_min"),
+        fields += [("lr_min", lambda v: is_number(v) and v > 0, "a number > 0"),
+                   ("lr_max", lambda v: is_number(v) and v >= record["lr_min"], "a number >= lr_min"),
                    ("lr_source", lambda v: isinstance(v, str), "a text")]
     if complete:
-        fields += [("test_accuracy", lambda v: _number(v, 0, 100) and v == last["test_acc"],
+        fields += [("test_accuracy", lambda v: is_number(v, 0, 100) and v == last["test_acc"],
                     "its last epoch's test_acc (a percentage)"),
-                   ("test_correct", lambda v: _count(v) and v == last["test_correct"], "its last epoch's test_correct"),
-                   ("parameters", lambda v: _count(v, 1), "the model's count of parameters")]
+                   ("test_correct", lambda v: is_count(v) and v == last["test_correct"], "its last epoch's test_correct"),
+                   ("parameters", lambda v: is_count(v, 1), "the model's count of parameters")]
     for name, ok, want in fields:
         if not ok(record.get(name)):
             found = f"is {json.dumps(record[name])[:60]}" if name in record else "is missing"
@@ -208,11 +200,12 @@ def holds_run(out_dir) -> str:
     except (OSError, ValueError):
         record = "unreadable" if os.path.lexists(path) else None
     files = [f for f in ("checkpoint.pt", "model.pt") if os.path.isfile(os.path.join(out_dir, f))]
-    seeds = sorted(f for f in os.listdir(out_dir) if f.startswith("seed-") and os.path.isdir(os.path.join(out_dir, f))) \
-        if os.path.isdir(out_dir) else []
+    # A series' runs: <out_dir>/seed-<s>/, or <out_dir>/<point>/seed-<s>/ for a sweep.
+    seeds = sorted(glob.glob(os.path.join(glob.escape(out_dir), "seed-*", "")) +
+                   glob.glob(os.path.join(glob.escape(out_dir), "*", "seed-*", "")))
     if os.path.exists(os.path.join(out_dir, "summary.json")) or any(
-            os.path.exists(os.path.join(out_dir, f, "metrics.json")) for f in seeds):
-        return f"a series of runs over seeds ({len(seeds)} folders seed-<s>)"
+            os.path.exists(os.path.join(f, "metrics.json")) for f in seeds):
+        return f"a series of runs ({len(seeds)} run folders seed-<s>)"
     problem = record_problem(record) if record is not None else ""
     if problem:
         why = "not JSON" if record == "unreadable" else problem

@@ -448,8 +448,12 @@ def test_a_run_and_a_series_never_land_in_each_others_folder(tmp_path):
     assert files_of(single) == before and not (single / "seed-0").exists()
     train.main(**{**TINY, "epochs": 1}, seeds=2, out_dir=str(many))
     before = files_of(many)
-    with pytest.raises(UsageError, match=f"{many} already holds a series of runs over seeds"):
+    with pytest.raises(UsageError, match=f"{many} already holds a series of runs \\(2 run folders seed-<s>\\)"):
         train.main(**{**TINY, "epochs": 1}, out_dir=str(many))
     assert files_of(many) == before
+    grid = tmp_path / "grid"                       # a sweep's runs, one level down: <point>/seed-<s>
+    train.main(**{**TINY, "epochs": 1}, sweep="label_smoothing=0,0.1", out_dir=str(grid))
+    with pytest.raises(UsageError, match=f"{grid} already holds a series of runs \\(2 run folders seed-<s>\\)"):
+        train.main(**{**TINY, "epochs": 1}, out_dir=str(grid))
     with pytest.raises(UsageError, match="--overwrite starts one run over; a series keeps its finished runs"):
         train.main(**{**TINY, "epochs": 1}, seeds=2, overwrite=True, out_dir=str(many))
