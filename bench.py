@@ -462,8 +462,9 @@ def bench_torchrun(rows, runs, nprocs, repeats, device="auto"):
                     done = subprocess.run([*cmd, *SERIES, *device, "--seeds", str(runs), "--out-dir", out], cwd=root,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                     seconds.append(time.perf_counter() - t0)
-                    if done.returncode:
-                        raise SystemExit(f"{label} failed: {done.stderr.strip().splitlines()[-1:]}")
+                    if done.returncode:                 # our one line, not torchrun's report after it
+                        ours = [l for l in done.stderr.splitlines() if l.startswith(("error:", "interrupted:"))]
+                        raise SystemExit(f"{label} failed: " + (ours or done.stderr.strip().splitlines()[-1:] or ["?"])[0])
                 record[phase][label] = seconds
                 what = f"{runs} runs trained" if phase == "train" else f"{runs} runs kept, none trained"
                 rows.append((f"series: {label}, {what}", f"{statistics.median(seconds):.1f} s",
