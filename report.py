@@ -5,9 +5,12 @@ held-out images the report and the web app show); the pictures (curves, LR sched
 confusion, misclassified images, Grad-CAM); README.md, the report a student can commit as their
 assignment's README, every number in it taken from the record (metrics.json).
 """
+import contextlib
 import os
+import time
 
 import torch
+from tqdm import tqdm
 
 import gradcam
 import lr_finder
@@ -62,6 +65,33 @@ def start_line(record) -> str:
     return (f"device {rt['device']} ({rt.get('gpu', rt['cpu'])}), precision {rt['precision']}; "
             f"{d['train_images']:,} training and {d['test_images']:,} {d['eval_split']} images"
             + (" (synthetic)" if d["source"] == "synthetic" else ""))
+
+
+@contextlib.contextmanager
+def range_test_bar(steps, show=True):
+    """A progress bar for the LR range test: yields lr_finder.lr_range_test's step_hook, which
+    moves it and shows each step's LR and loss (the test reads every loss anyway: no extra sync)."""
+    with tqdm(total=steps, desc="LR range test", disable=not show, dynamic_ncols=True, leave=False) as bar:
+        def shown(i, lr, loss):
+            bar.set_postfix_str(f"LR {lr:.3g} loss {loss:.3f}", refresh=False)
+            bar.update(1)
+        yield shown
+
+
+def expected_time(started, steps_left, images_evaluated, batch_size):
+    """train_one_epoch's on_pace for the first epoch a process trains: one line saying when the
+    run should end on this device. Training at the pace of the first steps; an evaluation counted
+    as a third of a training step per image (a forward pass: the backward pass costs about twice
+    as much); the pictures at the end not counted."""
+    def duration(s):
+        return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s // 3600:.0f} h {s % 3600 / 60:02.0f} min"
+
+    def say(per_step, steps_done):
+        rest = per_step * (steps_left - steps_done - 1 + images_evaluated / batch_size / 3)
+        tqdm.write(f"expected: about {duration(time.perf_counter() - started + rest)} for this run on this device, "
+                   f"{duration(rest)} of it still to come ({per_step:.3g} s a training step over steps "
+                   f"2-{steps_done + 1}; evaluation estimated, the pictures at the end not counted)")
+    return say
 
 
 def mistakes(labels, preds, confs):

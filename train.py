@@ -10,7 +10,8 @@
 
 In the order a run happens: hyperparameters, one-cycle, data, model and optimizer, LRMIN and LRMAX,
 step, epoch, evaluation, the run (`train`), `main`. The machinery lives in modules named for it:
-settings.py, checkpoint.py (the run's files), report.py, series.py (--seeds, --sweep), cluster.py (torchrun), utils.py.
+settings.py, checkpoint.py (the run's files), report.py, series.py (--seeds, --sweep), cluster.py
+(torchrun), utils.py.
 """
 import copy
 import functools
@@ -64,13 +65,11 @@ class Config(settings.Settings):
                                 "weights (Page's bag of tricks)", "0, off")
     width: int = setting(64, "channels of the prep layer (64 = the specification; small for quick tests)")
     seed: int = setting(0, "seed of the weights and the data order; CPU fp32 runs are bit-reproducible")
-    seeds: int = setting(1, "run the whole recipe (range test included) for seeds seed .. seed+N-1, each in "
-                         "<out_dir>/seed-<s>/, then write <out_dir>/summary.json; the same command again "
-                         "continues an interrupted series; under torchrun the runs spread over its processes "
+    seeds: int = setting(1, "the whole recipe for seeds seed .. seed+N-1, each in <out_dir>/seed-<s>/, then "
+                         "<out_dir>/summary.json; the same command again continues it; torchrun spreads it "
                          "(docs/scaling.md)", "1, one run")
-    sweep: str = setting("", "a grid of settings times the seeds, one --sweep per setting: --sweep lr_max=0.1,0.2 "
-                         "--sweep label_smoothing=0,0.2 (4 points, each in <out_dir>/<its settings>/seed-<s>/, "
-                         "a table per point in summary.json)", "none")
+    sweep: str = setting("", "a grid of settings times the seeds, one --sweep per setting (--sweep lr_max=0.1,0.2 "
+                         "--sweep label_smoothing=0,0.2), each point in <out_dir>/<its settings>/", "none")
     # --- the LR range test (lr_finder.py): runs only when neither LR is given
     lr_test_iters: int = setting(0, "steps of the range test", "0, auto: one epoch's steps, clamped to 20..100",
                                  group="LR range test (runs when neither LR is given)")
@@ -254,10 +253,7 @@ def find_lrs(cfg: Config, learner: Learner, train_loader):
     print(f"LR range test: {iters} steps, LR {cfg.lr_test_start:g} -> {cfg.lr_test_end:g} "
           f"(costs about {iters / len(loader):.1f} epochs of training)")
     t0 = time.perf_counter()
-    with tqdm(total=iters, desc="LR range test", disable=not cfg.progress, dynamic_ncols=True, leave=False) as bar:
-        def shown(i, lr, loss):              # the test reads every loss anyway: showing it costs no sync
-            bar.set_postfix_str(f"LR {lr:.3g} loss {loss:.3f}", refresh=False)
-            bar.update(1)
+    with report.range_test_bar(iters, cfg.progress) as shown:
         result = lr_finder.lr_range_test(
             learner.model, learner.optimizer, learner.loss_fn, loader, start_lr=cfg.lr_test_start,
             end_lr=cfg.lr_test_end, num_iter=iters, backoff=cfg.lr_backoff, min_factor=cfg.lr_min_factor,
@@ -371,22 +367,6 @@ def compile_now(learner: Learner, batch, test_loader) -> float:
 # ==============================================================================================
 # The run
 
-def expected_time(started, steps_left, images_evaluated, batch_size):
-    """train_one_epoch's on_pace for the first epoch a process trains: one line saying when the
-    run should end on this device. Training at the pace of the first steps; an evaluation counted
-    as a third of a training step per image (a forward pass: the backward pass costs about twice
-    as much); the pictures at the end not counted."""
-    def duration(s):
-        return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s // 3600:.0f} h {s % 3600 / 60:02.0f} min"
-
-    def say(per_step, steps_done):
-        rest = per_step * (steps_left - steps_done - 1 + images_evaluated / batch_size / 3)
-        tqdm.write(f"expected: about {duration(time.perf_counter() - started + rest)} for this run on this device, "
-                   f"{duration(rest)} of it still to come ({per_step:.3g} s a training step over steps "
-                   f"2-{steps_done + 1}; evaluation estimated, the pictures at the end not counted)")
-    return say
-
-
 def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
     """One run of the recipe (continued from `ckpt`, a checkpoint, when given); returns its record."""
     t_start = time.perf_counter()
@@ -425,7 +405,7 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
 
         # The epoch loop: train, evaluate, log, checkpoint.
         ev, first = None, run.epoch + 1
-        pace = expected_time(t_start, (cfg.epochs - run.epoch) * steps_per_epoch,
+        pace = report.expected_time(t_start, (cfg.epochs - run.epoch) * steps_per_epoch,
                              (cfg.epochs - run.epoch) * len(data.test_labels), cfg.batch_size)
         for epoch in range(first, cfg.epochs + 1):
             timer = rt.timer().start()

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import data as cifar
+import report
 import train
 import utils
 
@@ -207,8 +208,8 @@ def test_the_pace_of_the_first_steps_is_reported_once_at_the_second_read():
 
 
 def test_the_expected_time_is_the_rest_of_the_training_at_that_pace_plus_the_evaluations(capsys, monkeypatch):
-    monkeypatch.setattr(train.time, "perf_counter", lambda: 100.0)
-    say = train.expected_time(started=70.0, steps_left=60, images_evaluated=3000, batch_size=125)
+    monkeypatch.setattr(report.time, "perf_counter", lambda: 100.0)
+    say = report.expected_time(started=70.0, steps_left=60, images_evaluated=3000, batch_size=125)
     say(0.5, 9)       # 0.5 s a step over steps 1-9: 50 steps left, and 3000 / 125 / 3 = 8 steps' worth
     line = capsys.readouterr().out
     assert line.startswith("expected: about 59 s for this run on this device, 29 s of it still to come ")
@@ -221,6 +222,7 @@ def test_the_expected_time_is_the_rest_of_the_training_at_that_pace_plus_the_eva
 
 def test_a_run_says_its_expected_time_once_and_the_range_test_shows_a_bar(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(train, "tqdm", RecordedBar)
+    monkeypatch.setattr(report, "tqdm", RecordedBar)
     RecordedBar.shown = []
     record = train.main(synthetic=True, synthetic_train=256, synthetic_test=64, width=4, batch_size=32, epochs=2,
                         lr_test_iters=6, precision="fp32", device="cpu", plots=False, log_every=3,
