@@ -3,6 +3,7 @@ process, a killed worker restarted, everything killed and started again, two mac
 rendezvous, a folder they do not share; and the sweep's folders and table. Every torchrun here is
 the real one (python -m torch.distributed.run), on the CPU, one thread per process."""
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -35,17 +37,31 @@ def two_cores():
     return set(cores[:2])
 
 
+class Launcher(subprocess.Popen):
+    """A torchrun launcher whose workers write to files of their own (--redirects 3), so that two
+    processes' lines never cut into each other in one pipe."""
+
+    def output(self, timeout=300):
+        """(exit code, every worker's stdout and stderr, each whole, then torchrun's own output)."""
+        own, _ = self.communicate(timeout=timeout)
+        out = ""
+        for path in sorted(glob.glob(os.path.join(self.log_dir, "**", "std*.log"), recursive=True)):
+            with open(path) as f:
+                out += f.read()
+        return self.returncode, out + own
+
+
 def torchrun(args, *launcher, cwd=ROOT, wait=True, cores=None):
-    """python -m torch.distributed.run LAUNCHER train.py ARGS, with its output captured, on
-    `cores` (two_cores() by default)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, os.path.join(ROOT, "train.py"), *args]
+    """python -m torch.distributed.run LAUNCHER train.py ARGS on `cores` (two_cores() by default):
+    its Launcher, or with wait, what Launcher.output returns."""
+    log_dir = tempfile.mkdtemp(prefix="torchrun-logs-")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--log-dir", log_dir, "--redirects", "3", *launcher,
+           os.path.join(ROOT, "train.py"), *args]
     cores = cores or two_cores()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: os.sched_setaffinity(0, cores), start_new_session=True)
-    if not wait:
-        return proc
-    out, _ = proc.communicate(timeout=300)
-    return proc.returncode, out
+    proc = Launcher(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                    preexec_fn=lambda: os.sched_setaffinity(0, cores), start_new_session=True)
+    proc.log_dir = log_dir
+    return proc.output() if wait else proc
 
 
 def weights(folder):
@@ -174,8 +190,8 @@ def test_a_worker_killed_mid_run_is_restarted_and_the_series_ends_as_if_it_had_n
     proc = torchrun([*DIVERGING_FIRST, "--out-dir", str(out)], "--nproc-per-node", "2", "--max-restarts", "1",
                     wait=False)
     killed = kill_mid_run(proc, out)
-    log, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, log
+    code, log = proc.output()
+    assert code == 0, log
     kept_and_resumed(log, out, killed)
     same_runs(ref, out, FOLDERS)
     assert by_folder(json.loads((out / "summary.json").read_text())) == by_folder(ref_summary)
@@ -197,7 +213,7 @@ def test_everything_killed_then_the_same_command_continues_the_series(reference,
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    proc.communicate(timeout=60)
+    proc.output(timeout=60)
     assert json.loads((killed[0] / "metrics.json").read_text())["status"] == "running"  # cut, not ended
     code, log = torchrun(args, "--nproc-per-node", "2")
     assert code == 0, log
@@ -224,7 +240,7 @@ def two_machines(args, cwds, *launcher, during=None):
              for i, cwd in enumerate(cwds)]
     if during:
         during(procs)
-    return [(p.communicate(timeout=120)[0], p.returncode)[::-1] for p in procs]
+    return [p.output(timeout=120) for p in procs]
 
 
 def test_two_machines_share_out_a_series_over_a_c10d_rendezvous(reference, tmp_path):
