@@ -86,9 +86,9 @@ def join() -> Process:
 
 def device_for(proc: Process, device: str) -> str:
     """The device of this process: the GPU numbered by its local rank where the runs go to CUDA
-    (--device auto or cuda), else the one asked for (auto: MPS or the CPU). More processes on this machine than GPUs is
-    refused by every process, before any run starts. --device cuda:N puts every process on GPU N
-    (several processes sharing one large GPU)."""
+    (--device auto or cuda), else the one asked for (auto: MPS or the CPU). More processes on
+    this machine than GPUs is refused by every process, before any run starts. --device cuda:N
+    puts every process on GPU N (several processes sharing one large GPU)."""
     wants_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "auto" and not wants_cuda:          # as utils.pick_runtime would choose: MPS, else the CPU
         return "mps" if torch.backends.mps.is_available() else "cpu"

@@ -130,7 +130,8 @@ def point_table(rows, points) -> list:
     (paired_difference: mean and standard error), the baseline a grid is usually written from."""
     def accuracies(name):
         return {r["seed"]: r["test_accuracy"] for r in rows if r["point"] == name and r["status"] == "complete"}
-    first = accuracies(point_name(points[0]))
+    first_name = point_name(points[0])
+    first = accuracies(first_name)
     table = []
     for settings in points:
         name = point_name(settings)
@@ -138,7 +139,7 @@ def point_table(rows, points) -> list:
         p = paired_difference(acc, first)
         table.append({"point": name, "settings": settings, "test_accuracy": describe(list(acc.values())),
                       "runs_finished": len(mine), "runs_diverged": len(mine) - len(acc),
-                      "minus_first": None if name == point_name(points[0]) else
+                      "minus_first": None if name == first_name else
                       {"pairs": len(p["seeds"]), "mean": p["diff_mean"], "se": p["diff_se"]}})
     return sorted(table, key=lambda t: (t["test_accuracy"]["mean"] is None, -(t["test_accuracy"]["mean"] or 0)))
 
@@ -442,8 +443,8 @@ def run_series(cfg, config_class, train, points=None) -> dict:
     held = checkpoint.holds_run(cfg.out_dir)
     if held and not held.startswith("a series"):
         raise UsageError(f"{cfg.out_dir} already holds {held}. Nothing was changed: give the series another --out-dir")
-    for run in runs:                         # every folder's earlier run checked before any run starts
-        earlier_run(run.folder, run.cfg)
+    known = {}                               # folder -> summary line of its finished run
+    finished_rows(runs, known)               # every folder's earlier run checked before any run starts
     if proc is not None:
         runs = on_this_process(proc, runs)
     utils.ensure_writable_dir(cfg.out_dir)
@@ -451,7 +452,7 @@ def run_series(cfg, config_class, train, points=None) -> dict:
         cluster.check_shared_folder(proc, cfg.out_dir)
     config, code = dataclasses.asdict(cfg), utils.code_version()
     seeds, points = range(cfg.seed, cfg.seed + cfg.seeds), [r.settings for r in runs[::cfg.seeds]] if runs[0].point else []
-    trained, kept, known = [], [], {}
+    trained, kept = [], []
 
     def write_summary():                     # from the records on disk, whoever trained the runs
         summary = summarize(finished_rows(runs, known), seeds, config, code, points)
