@@ -59,6 +59,16 @@ def data_label(record) -> str:
     return f"synthetic {split}" if record["data"]["source"] == "synthetic" else split
 
 
+def end_line(record) -> str:
+    """The log's last line: the accuracy on what it was measured, the LRs, where the report is."""
+    synthetic = record["data"]["source"] == "synthetic"
+    return (f"{data_label(record)} accuracy {record['test_accuracy']:.2f}% ({record['test_correct']}/"
+            f"{record['history'][-1]['test_n']})" + (" on synthetic data, which says nothing about CIFAR-10"
+                                                     if synthetic else "")
+            + f"; LRMIN {record['lr_min']:.4g}, LRMAX {record['lr_max']:.4g}; the report is "
+            f"{record['config']['out_dir']}/README.md")
+
+
 def start_line(record) -> str:
     """The log's first line: the device and precision, and how many images of what."""
     rt, d = record["runtime"], record["data"]

@@ -406,7 +406,7 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
         # The epoch loop: train, evaluate, log, checkpoint.
         ev, first = None, run.epoch + 1
         pace = report.expected_time(t_start, (cfg.epochs - run.epoch) * steps_per_epoch,
-                             (cfg.epochs - run.epoch) * len(data.test_labels), cfg.batch_size)
+                                    (cfg.epochs - run.epoch) * len(data.test_labels), cfg.batch_size)
         for epoch in range(first, cfg.epochs + 1):
             timer = rt.timer().start()
             try:
@@ -442,11 +442,8 @@ def train(cfg: Config, ckpt: Optional[dict] = None) -> dict:
         run.record["timings"]["total_seconds"] = time.perf_counter() - t_start
         run.write()
         report.write_markdown(run.record, cfg.out_dir)
-    r = run.record
-    print(f"{report.data_label(r)} accuracy {r['test_accuracy']:.2f}% ({r['test_correct']}/{r['history'][-1]['test_n']})"
-          + (" on synthetic data, which says nothing about CIFAR-10" if cfg.synthetic else "")
-          + f"; LRMIN {r['lr_min']:.4g}, LRMAX {r['lr_max']:.4g}; the report is {cfg.out_dir}/README.md")
-    return r
+    print(report.end_line(run.record))
+    return run.record
 
 
 # ==============================================================================================
